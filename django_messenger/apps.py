@@ -1,0 +1,28 @@
+"""The app config: find every app's ``handlers.py`` and bind the handlers to the broker."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class MessengerConfig(AppConfig):
+    name = "django_messenger"
+    verbose_name = "Messenger"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        import dramatiq
+
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .actors import declare_fanout_actors
+        from .middleware import MessengerMiddleware
+        from .registry import registry
+
+        # django-dramatiq built the broker in its AppConfig.__init__, before any ready().
+        broker = dramatiq.get_broker()
+        if not any(isinstance(middleware, MessengerMiddleware) for middleware in broker.middleware):
+            broker.add_middleware(MessengerMiddleware())
+        registry.on_bind(declare_fanout_actors)
+        registry.bind(broker)
+        autodiscover_modules("handlers")

@@ -1,0 +1,63 @@
+"""The message bus: ``bus.dispatch(message)`` -> :class:`Envelope`.
+
+Dispatching wraps the message in an envelope, finds its handlers (a type without
+one is an error), asks routing for its transport and hands the envelope over:
+
+* the ``sync`` transport runs the handlers at once, inside the caller's transaction,
+  and returns the envelope with a :class:`HandledStamp` per handler;
+* a Dramatiq transport publishes it once. Inside ``transaction.atomic()`` the send
+  waits for the commit (a rollback sends nothing; a send that fails at commit raises
+  there) and the returned envelope has no ``SentStamp`` yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+
+from .envelope import Envelope
+from .registry import registry
+from .routing import router
+from .stamps import DelayStamp, Stamp
+
+#: Called with each envelope as it is handed to its transport (see django_messenger.testing).
+Listener = Callable[[Envelope], None]
+
+
+class MessageBus:
+    """Sends messages to their transports."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+
+    def dispatch(
+        self,
+        message: Any,
+        *,
+        stamps: Iterable[Stamp] = (),
+        delay: timedelta | None = None,
+        on_commit: bool = True,
+    ) -> Envelope:
+        """Dispatch ``message`` (or an :class:`Envelope`); return its envelope.
+
+        ``delay`` adds a :class:`DelayStamp`. ``on_commit=False`` sends at once even
+        inside a transaction (views do this: they write nothing themselves).
+        """
+        envelope = message.with_stamps(*stamps) if isinstance(message, Envelope) else Envelope(message, stamps)
+        if delay is not None:
+            envelope = envelope.with_stamps(DelayStamp(delay))
+        cls = type(envelope.message)
+        handlers = registry.handlers_for(cls)
+        transport = router.transport_for(cls)
+        for listener in self.listeners:
+            listener(envelope)
+        if transport.synchronous or not on_commit or not connections[DEFAULT_DB_ALIAS].in_atomic_block:
+            return transport.send(envelope, handlers)
+        transaction.on_commit(lambda: transport.send(envelope, handlers))
+        return envelope
+
+
+bus = MessageBus()

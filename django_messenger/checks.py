@@ -1,0 +1,184 @@
+"""Django system checks; each id has a line in docs/checks.md."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from django.apps import AppConfig, apps
+from django.core import checks
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework import serializers
+
+from .conf import SYNC_TRANSPORT, messenger_settings
+from .registry import registry
+
+
+@checks.register("messenger")
+def check_handlers(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E002 a handler without a usable message type; E003 two handlers with one actor name."""
+    errors: list[checks.CheckMessage] = []
+    by_name: dict[str, list[Any]] = defaultdict(list)
+    for handler in registry.handlers:
+        by_name[handler.actor_name].append(handler)
+    for name, handlers in by_name.items():
+        if len(handlers) > 1:
+            where = ", ".join(f"{h.fn.__module__}.{h.fn.__qualname__}" for h in handlers)
+            errors.append(
+                checks.Error(
+                    f"Two handlers have the actor name {name!r}: {where}.",
+                    hint="Give one of them another name: @handler(actor_name='...').",
+                    obj=name,
+                    id="django_messenger.E003",
+                )
+            )
+    for handler in registry.handlers:
+        if handler.error is None or len(by_name[handler.actor_name]) > 1:
+            continue
+        where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
+        if handler.message_type is None:
+            errors.append(
+                checks.Error(
+                    f"The handler {where} has no message type: {handler.error}.",
+                    hint="Annotate its first parameter with the message class, or use @handler(MessageClass).",
+                    obj=where,
+                    id="django_messenger.E002",
+                )
+            )
+        elif "already taken" in handler.error:
+            errors.append(
+                checks.Error(
+                    f"The handler {where} cannot be declared: {handler.error}.",
+                    obj=where,
+                    id="django_messenger.E003",
+                )
+            )
+        else:
+            errors.append(
+                checks.Error(
+                    f"The handler {where} cannot be declared as a Dramatiq actor: {handler.error}",
+                    hint="Pass only actor options that the broker's middleware declares.",
+                    obj=where,
+                    id="django_messenger.E007",
+                )
+            )
+    return errors
+
+
+@checks.register("messenger")
+def check_broker(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E004 a RabbitMQ broker without publisher confirms; E008 django_dramatiq missing."""
+    errors: list[checks.CheckMessage] = []
+    if not apps.is_installed("django_dramatiq"):
+        errors.append(
+            checks.Error(
+                "'django_dramatiq' is not in INSTALLED_APPS: nothing builds the broker from DRAMATIQ_BROKER.",
+                hint="Add 'django_dramatiq' to INSTALLED_APPS.",
+                obj="INSTALLED_APPS",
+                id="django_messenger.E008",
+            )
+        )
+    broker = registry.broker
+    if broker is None:
+        return errors
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    if (
+        isinstance(broker, RabbitmqBroker)
+        and not broker.confirm_delivery
+        and messenger_settings.CONFIRM_DELIVERY
+    ):
+        errors.append(
+            checks.Error(
+                "The RabbitMQ broker does not confirm delivery: a 202 could answer a message that was lost.",
+                hint=(
+                    "Add 'confirm_delivery': True to DRAMATIQ_BROKER['OPTIONS'], or set "
+                    "MESSENGER['CONFIRM_DELIVERY'] = False to accept at-most-once delivery."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E004",
+            )
+        )
+    return errors
+
+
+@checks.register("messenger")
+def check_routing(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E005 routing to a transport that does not exist."""
+    known = {SYNC_TRANSPORT, *messenger_settings.TRANSPORTS}
+    errors: list[checks.CheckMessage] = []
+    named = [("DEFAULT_TRANSPORT", messenger_settings.DEFAULT_TRANSPORT)]
+    named += [(f"ROUTING[{key!r}]", value) for key, value in messenger_settings.ROUTING.items()]
+    for where, transport in named:
+        if transport not in known:
+            errors.append(
+                checks.Error(
+                    f"MESSENGER[{where!r}] names the transport {transport!r}, which is not defined.",
+                    hint=f"Use one of {sorted(known)} or add it to MESSENGER['TRANSPORTS'].",
+                    obj="MESSENGER",
+                    id="django_messenger.E005",
+                )
+            )
+    return errors
+
+
+def _url_views(patterns: list[Any]) -> Iterator[type]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _url_views(pattern.url_patterns)
+        elif isinstance(pattern, URLPattern):
+            cls = getattr(pattern.callback, "cls", None)
+            if isinstance(cls, type):
+                yield cls
+
+
+def dispatched_type(view: type) -> type | None:
+    """The message type a messenger view dispatches, or None if it cannot be told."""
+    serializer_class = getattr(view, "serializer_class", None)
+    if getattr(view, "messenger", True) == "input":
+        serializer_class = getattr(view, "input_serializer_class", None)
+        if getattr(view, "message_class", None) is not None:
+            return view.message_class  # type: ignore[attr-defined,no-any-return]
+    elif isinstance(serializer_class, type) and issubclass(serializer_class, serializers.ModelSerializer):
+        return serializer_class.Meta.model  # type: ignore[no-any-return]
+    if getattr(view, "message_class", None) is not None:
+        return view.message_class  # type: ignore[attr-defined,no-any-return]
+    if isinstance(serializer_class, type) and issubclass(serializer_class, serializers.ModelSerializer):
+        return serializer_class.Meta.model  # type: ignore[no-any-return]
+    return None
+
+
+@checks.register("messenger", checks.Tags.urls)
+def check_views(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E001 a view whose message type has no handler; E006 a view that cannot tell its type."""
+    from .mixins import MessengerViewMixin
+
+    errors: list[checks.CheckMessage] = []
+    seen: set[type] = set()
+    for view in _url_views(get_resolver().url_patterns):
+        if view in seen or not issubclass(view, MessengerViewMixin):
+            continue
+        seen.add(view)
+        where = f"{view.__module__}.{view.__qualname__}"
+        message_type = dispatched_type(view)
+        if message_type is None:
+            errors.append(
+                checks.Error(
+                    f"{where} cannot tell what it dispatches.",
+                    hint="Set message_class, or use a ModelSerializer (input_serializer_class for 'input').",
+                    obj=view,
+                    id="django_messenger.E006",
+                )
+            )
+        elif not registry.has_handlers(message_type):
+            errors.append(
+                checks.Error(
+                    f"{where} dispatches {message_type.__module__}.{message_type.__qualname__}, "
+                    f"which has no handler.",
+                    hint="Declare one with @handler in an installed app's handlers.py.",
+                    obj=view,
+                    id="django_messenger.E001",
+                )
+            )
+    return errors

@@ -1,0 +1,58 @@
+"""Exceptions raised by django-messenger.
+
+Every exception derives from :class:`MessengerError`. :class:`BrokerUnavailable` is
+also a DRF ``APIException`` so that any DRF view that dispatches (ours or a user's
+own) answers 503 with a ``Retry-After`` header instead of a 500.
+"""
+
+from __future__ import annotations
+
+from rest_framework import status
+from rest_framework.exceptions import APIException
+
+
+class MessengerError(Exception):
+    """Base class of every error raised by django-messenger."""
+
+
+class NoHandlerForMessage(MessengerError):
+    """A message was dispatched whose type has no registered handler."""
+
+
+class UnknownMessageType(MessengerError):
+    """A type name read from the wire is not a registered message type."""
+
+
+class MessageDecodingFailed(MessengerError):
+    """A message read from the wire is malformed or does not fit its type.
+
+    Such a message is poison: it is never retried, it goes to the dead letters.
+    """
+
+
+class MessageEncodingFailed(MessengerError, TypeError):
+    """A message holds a value that the JSON wire format cannot carry."""
+
+
+class UnknownTransport(MessengerError):
+    """Routing named a transport that ``MESSENGER["TRANSPORTS"]`` does not define."""
+
+
+class BrokerUnavailable(MessengerError, APIException):
+    """The broker did not accept the message (down, unreachable, nack, timeout).
+
+    Nothing was sent. In a DRF view this becomes a 503 with a ``Retry-After`` header.
+    """
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The message broker is unavailable; nothing was sent. Retry later."
+    default_code = "broker_unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
+        APIException.__init__(self, detail)
+        if retry_after is None:
+            from .conf import messenger_settings
+
+            retry_after = messenger_settings.RETRY_AFTER
+        #: Seconds a client should wait; DRF's exception handler sends it as ``Retry-After``.
+        self.wait = retry_after

@@ -1,0 +1,191 @@
+"""View mixins that dispatch writes through the bus instead of saving them.
+
+``MessengerMixin`` gives a ``ModelViewSet`` (or any GenericAPIView with DRF's
+``perform_*`` hooks) the command side of CQRS: POST, PUT, PATCH and DELETE validate,
+dispatch and answer 202 with an empty body and a ``Messenger-Message-Id`` header;
+GET stays ordinary DRF. ``MessengerCreateMixin``, ``MessengerUpdateMixin`` and
+``MessengerDestroyMixin`` are its parts, for other compositions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.db import connections, transaction
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .envelope import Envelope
+from .persisters import MessengerPersister, apply_changes, build_new
+from .stamps import HandledStamp
+
+MESSAGE_ID_HEADER = "Messenger-Message-Id"
+
+
+class MessengerViewMixin:
+    """What every messenger view shares: its settings, serializer wiring and response."""
+
+    #: ``True`` dispatches the resource object; ``"input"`` the DTO validated by
+    #: ``input_serializer_class``.
+    messenger: ClassVar[bool | str] = True
+    #: The status of an answered write.
+    messenger_status: ClassVar[int] = 202
+    #: Return the synchronous handler's result (serialized by the view's serializer).
+    messenger_output: ClassVar[bool] = False
+    #: The class built from validated data (``message_class(**validated_data)``).
+    message_class: ClassVar[type | None] = None
+    #: The serializer that validates the input DTO when ``messenger = "input"``.
+    input_serializer_class: ClassVar[type[serializers.BaseSerializer[Any]] | None] = None
+    persister_class: ClassVar[type[MessengerPersister]] = MessengerPersister
+
+    request: Request
+    kwargs: dict[str, Any]
+    action: str | None
+
+    @classmethod
+    def as_view(cls, *args: Any, **kwargs: Any) -> Any:
+        """The view, exempt from ``ATOMIC_REQUESTS``: it writes nothing itself."""
+        view = super().as_view(*args, **kwargs)  # type: ignore[misc]
+        for alias in connections:
+            view = transaction.non_atomic_requests(using=alias)(view)
+        return view
+
+    # -- persister and serializer ---------------------------------------------------
+
+    @property
+    def messenger_persister(self) -> MessengerPersister:
+        persister = self.__dict__.get("_messenger_persister")
+        if persister is None:
+            persister = self.persister_class(request=self.request)
+            self.__dict__["_messenger_persister"] = persister
+        return persister
+
+    @property
+    def messenger_envelope(self) -> Envelope | None:
+        """The envelope this request dispatched, if any."""
+        persister = self.__dict__.get("_messenger_persister")
+        return persister.envelope if persister is not None else None
+
+    def messenger_lookup(self) -> dict[str, str]:
+        return {key: str(value) for key, value in self.kwargs.items()}
+
+    def get_messenger_serializer_class(self) -> type[serializers.BaseSerializer[Any]]:
+        if self.messenger == "input":
+            if self.input_serializer_class is None:
+                raise AssertionError(
+                    f"{type(self).__name__} sets messenger = 'input' but no input_serializer_class."
+                )
+            return self.input_serializer_class
+        return self.get_serializer_class()  # type: ignore[attr-defined,no-any-return]
+
+    def get_messenger_serializer(self, *args: Any, **kwargs: Any) -> serializers.BaseSerializer[Any]:
+        """The write serializer, whose ``save(**extra)`` dispatches instead of saving."""
+        kwargs.setdefault("context", self.get_serializer_context())  # type: ignore[attr-defined]
+        serializer = self.get_messenger_serializer_class()(*args, **kwargs)
+        self.attach_persister(serializer)
+        return serializer
+
+    def attach_persister(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        """Make ``serializer.save()`` hand its object to the persister."""
+        message_class = self.message_class
+        if self.messenger is True and isinstance(serializer, serializers.ModelSerializer):
+            message_class = None  # the resource itself, a model instance
+
+        def create(validated_data: dict[str, Any]) -> Any:
+            obj = build_new(serializer, validated_data, message_class)
+            self.messenger_persister.persist(
+                obj, operation=self.action or "create", fields=validated_data, lookup=self.messenger_lookup()
+            )
+            return obj
+
+        def update(instance: Any, validated_data: dict[str, Any]) -> Any:
+            obj = (
+                build_new(serializer, validated_data, message_class)
+                if message_class is not None
+                else apply_changes(instance, validated_data)
+            )
+            self.messenger_persister.persist(
+                obj, operation=self.action or "update", fields=validated_data, lookup=self.messenger_lookup()
+            )
+            return obj
+
+        serializer.create = create  # type: ignore[method-assign]
+        serializer.update = update  # type: ignore[method-assign]
+
+    # -- response ---------------------------------------------------------------------
+
+    def messenger_response(self) -> HttpResponseBase:
+        """202 (``messenger_status``) with an empty body, or the synchronous handler's output."""
+        envelope = self.messenger_envelope
+        headers = {MESSAGE_ID_HEADER: str(envelope.message_id)} if envelope is not None else {}
+        if self.messenger_output and envelope is not None:
+            handled = envelope.last(HandledStamp)
+            if handled is not None and isinstance(handled.result, HttpResponseBase):
+                handled.result[MESSAGE_ID_HEADER] = headers[MESSAGE_ID_HEADER]
+                return handled.result
+            if handled is not None and handled.result is not None:
+                data = self.get_serializer(handled.result).data  # type: ignore[attr-defined]
+                return Response(data, status=self.messenger_status, headers=headers)
+        response = HttpResponse(status=self.messenger_status, headers=headers)
+        del response["Content-Type"]
+        response["Content-Length"] = "0"
+        return response
+
+
+class MessengerCreateMixin(MessengerViewMixin):
+    """POST: validate, dispatch (``perform_create`` -> ``serializer.save()``), answer 202."""
+
+    def create(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        serializer = self.get_messenger_serializer(data=self.request.data)
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer)
+        return self.messenger_response()
+
+    def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        serializer.save()
+
+
+class MessengerUpdateMixin(MessengerViewMixin):
+    """PUT and PATCH: the instance with its changes (or the input DTO) is dispatched, not saved."""
+
+    def update(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        partial = kwargs.pop("partial", False)
+        instance = self.get_object()  # type: ignore[attr-defined]  # 404 and object permissions first
+        if self.messenger == "input":
+            serializer = self.get_messenger_serializer(data=self.request.data, partial=partial)
+        else:
+            serializer = self.get_messenger_serializer(instance, data=self.request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        self.perform_update(serializer)
+        return self.messenger_response()
+
+    def partial_update(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        kwargs["partial"] = True
+        return self.update(request, *args, **kwargs)
+
+    def perform_update(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        serializer.save()
+
+
+class MessengerDestroyMixin(MessengerViewMixin):
+    """DELETE: the instance (or the input DTO) is dispatched with a RemoveStamp."""
+
+    def destroy(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        instance = self.get_object()  # type: ignore[attr-defined]
+        self.perform_destroy(instance)
+        return self.messenger_response()
+
+    def perform_destroy(self, instance: Any) -> None:
+        obj = instance
+        if self.messenger == "input":
+            serializer = self.get_messenger_serializer(data=self.request.data)
+            serializer.is_valid(raise_exception=True)
+            obj = build_new(serializer, serializer.validated_data, self.message_class)
+        self.messenger_persister.remove(obj, operation=self.action or "destroy", lookup=self.messenger_lookup())
+
+
+class MessengerMixin(MessengerCreateMixin, MessengerUpdateMixin, MessengerDestroyMixin):
+    """POST, PUT, PATCH and DELETE dispatched through the bus; reads stay DRF's."""

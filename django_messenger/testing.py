@@ -1,0 +1,53 @@
+"""Helpers for the tests of projects that use django-messenger.
+
+``capture_dispatched()`` records every envelope dispatched on the bus;
+``drain()`` runs the handlers of everything waiting on a ``StubBroker`` (the
+broker of a test settings file), in worker threads, until every queue is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from .bus import bus
+from .envelope import Envelope
+from .registry import registry
+
+
+@contextmanager
+def capture_dispatched() -> Iterator[list[Envelope]]:
+    """Collect the envelopes dispatched inside the block (they are still sent)."""
+    envelopes: list[Envelope] = []
+    bus.listeners.append(envelopes.append)
+    try:
+        yield envelopes
+    finally:
+        bus.listeners.remove(envelopes.append)
+
+
+def drain(*, fail_fast: bool = True, timeout: float = 30.0) -> None:
+    """Process every message on the StubBroker, delayed ones included, then return.
+
+    With ``fail_fast`` the first message that failed for good (after its retries) is
+    raised here. Handlers run in Dramatiq worker threads, so their database writes
+    need a test that commits (pytest-django's ``transactional_db``).
+    """
+    broker = registry.broker
+    if not isinstance(broker, StubBroker):
+        raise TypeError(
+            f"drain() needs a StubBroker (DRAMATIQ_BROKER['BROKER'] = 'dramatiq.brokers.stub.StubBroker'), "
+            f"not {type(broker).__name__}."
+        )
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    try:
+        while any(queue.unfinished_tasks for queue in broker.queues.values()):
+            for queue_name in list(broker.queues):
+                broker.join(queue_name, fail_fast=fail_fast, timeout=int(timeout * 1000))
+        worker.join()
+    finally:
+        worker.stop()

@@ -1,0 +1,60 @@
+"""The Dramatiq transport: one publish a dispatch, to the handler's actor or to a fan-out.
+
+A message type with one handler is published straight to that handler's actor. With
+several handlers the envelope is published once, to the transport's *fan-out actor*,
+which in the worker sends it on to each handler's actor, so that each handler is
+retried on its own and the request path makes one publish however many handlers
+there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dramatiq import Message
+
+from ..encoding import encode_envelope
+from ..envelope import Envelope
+from ..exceptions import MessengerError
+from ..registry import Handler
+from ..sending import publish
+from ..stamps import DelayStamp, SentStamp
+from .base import Transport
+
+
+class DramatiqTransport(Transport):
+    """Sends envelopes to Dramatiq; ``queue_name`` is its handlers' default queue."""
+
+    def __init__(self, name: str, queue_name: str) -> None:
+        self.name = name
+        self.queue_name = queue_name
+
+    def actor_for(self, handlers: Sequence[Handler]) -> Any:
+        if len(handlers) == 1:
+            actor = handlers[0].actor
+        else:
+            from ..actors import fanout_actor
+
+            actor = fanout_actor(self.queue_name)
+        if actor is None:
+            raise MessengerError(
+                f"{handlers[0]!r} has no Dramatiq actor yet: is 'django_messenger' in INSTALLED_APPS "
+                f"and did the app registry finish loading?"
+            )
+        return actor
+
+    def send(self, envelope: Envelope, handlers: Sequence[Handler]) -> Envelope:
+        actor = self.actor_for(handlers)
+        message: Message[Any] = Message(
+            queue_name=actor.queue_name,
+            actor_name=actor.actor_name,
+            args=(encode_envelope(envelope),),
+            kwargs={},
+            options={},
+        )
+        delay = envelope.last(DelayStamp)
+        publish(actor.broker, message, delay=delay.milliseconds if delay is not None else None)
+        return envelope.with_stamps(
+            SentStamp(transport=self.name, queue_name=actor.queue_name, broker_message_id=message.message_id)
+        )

@@ -1,0 +1,66 @@
+"""Handlers of the test app: each records what it did as an Effect row."""
+
+from __future__ import annotations
+
+from django.http import HttpResponse
+
+from django_messenger import Envelope, handler
+from django_messenger.stamps import OperationStamp, RemoveStamp
+
+from .messages import Compute, Everything, PlainGreeting, Ping, RenameArticle, Shout
+from .models import Article, Effect
+
+received: list[Envelope] = []
+
+
+@handler
+def handle(message: Ping, envelope: Envelope) -> str:
+    received.append(envelope)
+    Effect.objects.create(handler="ping", message_id=envelope.message_id, payload={"text": message.text})
+    return message.text.upper()
+
+
+@handler(queue_name="other")
+def handle_everything(message: Everything, envelope: Envelope) -> None:
+    received.append(envelope)
+
+
+@handler
+def shout_one(message: Shout, envelope: Envelope) -> None:
+    Effect.objects.create(handler="shout_one", message_id=envelope.message_id, payload={"text": message.text})
+
+
+@handler(Shout)
+def shout_two(message, envelope):  # type: ignore[no-untyped-def]  # named type, no annotations
+    Effect.objects.create(handler="shout_two", message_id=envelope.message_id, payload={"text": message.text})
+
+
+@handler
+def greet(message: PlainGreeting, envelope: Envelope) -> None:
+    received.append(envelope)
+
+
+@handler
+def compute(message: Compute) -> object:
+    if message.a < 0:
+        return HttpResponse("negative", status=418)
+    if message.a == 0:
+        return None
+    return Compute(a=message.a + message.b, b=0)
+
+
+@handler
+def save_article(message: Article, envelope: Envelope) -> None:
+    received.append(envelope)
+    operation = envelope.last(OperationStamp)
+    if envelope.last(RemoveStamp) is not None:
+        Article.objects.filter(pk=message.pk).delete()
+    elif operation is not None and operation.operation == "partial_update":
+        message.save(update_fields=list(operation.fields))
+    else:
+        message.save()
+
+
+@handler
+def rename_article(message: RenameArticle, envelope: Envelope) -> None:
+    received.append(envelope)

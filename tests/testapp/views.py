@@ -1,0 +1,54 @@
+from rest_framework import permissions, viewsets
+from rest_framework.throttling import AnonRateThrottle
+
+from django_messenger.mixins import MessengerMixin
+from django_messenger.viewsets import MessengerViewSet
+
+from .messages import Compute, Ping, RenameArticle
+from .models import Article
+from .serializers import ArticleSerializer, ComputeSerializer, PingSerializer, RenameArticleSerializer
+
+
+class PingViewSet(MessengerViewSet):
+    serializer_class = PingSerializer
+    message_class = Ping
+
+
+class ComputeViewSet(MessengerViewSet):
+    serializer_class = ComputeSerializer
+    message_class = Compute
+    messenger_output = True
+    messenger_status = 200
+
+
+class ArticleViewSet(MessengerMixin, viewsets.ModelViewSet):  # type: ignore[type-arg]
+    queryset = Article.objects.order_by("id")
+    serializer_class = ArticleSerializer
+
+    def perform_create(self, serializer):  # type: ignore[no-untyped-def]
+        user = self.request.user
+        serializer.save(author=user if user.is_authenticated else None)
+
+
+class RenameArticleViewSet(MessengerMixin, viewsets.ModelViewSet):  # type: ignore[type-arg]
+    queryset = Article.objects.order_by("id")
+    serializer_class = ArticleSerializer
+    messenger = "input"
+    input_serializer_class = RenameArticleSerializer
+    message_class = RenameArticle
+
+
+class PrivatePingViewSet(MessengerViewSet):
+    serializer_class = PingSerializer
+    message_class = Ping
+    permission_classes = [permissions.IsAuthenticated]
+
+
+class ThrottledPingThrottle(AnonRateThrottle):
+    rate = "1/min"
+
+
+class ThrottledPingViewSet(MessengerViewSet):
+    serializer_class = PingSerializer
+    message_class = Ping
+    throttle_classes = [ThrottledPingThrottle]
