@@ -67,7 +67,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -114,9 +114,7 @@ class _Session:
 
     @property
     def usable(self) -> bool:
-        return bool(
-            self.connection.is_open and self.channel is not None and self.channel.is_open and not self.blocked
-        )
+        return bool(self.connection.is_open and self.channel is not None and self.channel.is_open)
 
 
 def bounded_parameters(
@@ -254,6 +252,7 @@ class ConfirmingPublisher:
             reused = session is not None and session.usable
             if session is not None and not reused:
                 self._discard(session, deadline)
+                session = None
             try:
                 if not reused:
                     session = self._connect(deadline)
@@ -329,14 +328,18 @@ class ConfirmingPublisher:
             raise _ConnectFailed(error) from error
 
         session = _Session(connection=connection, pid=os.getpid())
-        self._local.session = session
         impl = connection._impl
         impl.add_on_connection_blocked_callback(partial(_set_blocked, session, True))
         impl.add_on_connection_unblocked_callback(partial(_set_blocked, session, False))
-        with self._bounded(session, deadline):
-            session.channel = connection.channel()
-            if self.confirm_delivery:
-                session.channel.confirm_delivery()
+        try:
+            with self._bounded(session, deadline):
+                session.channel = connection.channel()
+                if self.confirm_delivery:
+                    session.channel.confirm_delivery()
+        except BaseException:
+            self._discard(session, deadline)
+            raise
+        self._local.session = session
         return session
 
     @contextmanager
@@ -405,7 +408,8 @@ class ConfirmingPublisher:
         if isinstance(exc, DeadlineExceeded):
             return (
                 f"RabbitMQ did not confirm the message within the publish timeout of {self.timeout} s "
-                "(MESSENGER['PUBLISH_TIMEOUT']); the connection was dropped and the message counts as not sent."
+                "(MESSENGER['PUBLISH_TIMEOUT']); the connection was dropped and the message counts as "
+                "not sent."
             )
         if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
             return f"RabbitMQ closed the channel ({exc.reply_code} {exc.reply_text}); nothing was sent."
@@ -439,14 +443,13 @@ def get_publisher(broker: RabbitmqBroker, timeout: float) -> ConfirmingPublisher
         return publisher
 
 
-def clear_publishers(close: Callable[[ConfirmingPublisher], None] | None = ConfirmingPublisher.close) -> None:
+def clear_publishers() -> None:
     """Forget every cached publisher (tests; a broker replaced at run time).
 
-    Each one's connection in the calling thread is closed first (bounded).
+    The calling thread's connection of each is closed (bounded); other threads' are not.
     """
     with _publishers_lock:
         publishers = list(_publishers.values())
         _publishers.clear()
     for publisher in publishers:
-        if close is not None:
-            close(publisher)
+        publisher.close()

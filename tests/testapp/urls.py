@@ -1,13 +1,15 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from . import views
 
 router = DefaultRouter()
 router.register("pings", views.PingViewSet, basename="ping")
+router.register("shouts", views.ShoutViewSet, basename="shout")
 router.register("computations", views.ComputeViewSet, basename="compute")
 router.register("articles", views.ArticleViewSet, basename="article")
 router.register("renamed-articles", views.RenameArticleViewSet, basename="renamed-article")
 router.register("private-pings", views.PrivatePingViewSet, basename="private-ping")
 router.register("throttled-pings", views.ThrottledPingViewSet, basename="throttled-ping")
 
-urlpatterns = router.urls
+urlpatterns = [path("delayed-pings/", views.DelayedPingView.as_view()), *router.urls]

@@ -1,10 +1,16 @@
+from datetime import timedelta
+
 from rest_framework import permissions, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.throttling import AnonRateThrottle
 
+from django_messenger import bus
 from django_messenger.mixins import MessengerMixin
 from django_messenger.viewsets import MessengerViewSet
 
-from .messages import Compute, Ping, RenameArticle
+from .messages import Compute, Ping, RenameArticle, Shout
 from .models import Article
 from .serializers import ArticleSerializer, ComputeSerializer, PingSerializer, RenameArticleSerializer
 
@@ -52,3 +58,19 @@ class ThrottledPingViewSet(MessengerViewSet):
     serializer_class = PingSerializer
     message_class = Ping
     throttle_classes = [ThrottledPingThrottle]
+
+
+class DelayedPingView(APIView):
+    """A hand-written view dispatching from code: ``bus.dispatch(..., delay=...)``."""
+
+    def post(self, request: Request) -> Response:
+        serializer = PingSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        delay = timedelta(milliseconds=int(request.query_params.get("delay_ms", "500")))
+        envelope = bus.dispatch(Ping(**serializer.validated_data), delay=delay)
+        return Response(status=202, headers={"Messenger-Message-Id": str(envelope.message_id)})
+
+
+class ShoutViewSet(MessengerViewSet):
+    serializer_class = PingSerializer
+    message_class = Shout

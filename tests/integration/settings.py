@@ -1,0 +1,38 @@
+"""Settings of the processes that integration tests start: the test app on RabbitMQ.
+
+The web server and ``rundramatiq`` workers read the test database's name and a
+queue name unique to the test run from the environment the tests give them.
+"""
+
+import os
+
+from tests.settings import *  # noqa: F403
+
+DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F405
+
+DRAMATIQ_BROKER = {
+    "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+    "OPTIONS": {
+        "url": os.environ.get("MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672")
+        + "?heartbeat=30&blocked_connection_timeout=10",
+        "confirm_delivery": True,
+    },
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Retries",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+    ],
+}
+MESSENGER = {
+    "DEFAULT_TRANSPORT": "async",
+    "TRANSPORTS": {"async": {"queue_name": os.environ["MESSENGER_QUEUE"]}},
+    "PUBLISH_TIMEOUT": float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")),
+}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_messenger": {"handlers": ["console"], "level": "INFO"}},
+}
