@@ -17,6 +17,7 @@ from dramatiq import Message
 from .encoding import decode_envelope
 from .exceptions import MessageDecodingFailed
 from .execution import call_handler
+from .middleware import current_message
 from .registry import DEFAULT_ACTOR_OPTIONS, Handler, registry
 from .sending import publish
 from .stamps import ReceivedStamp
@@ -26,9 +27,7 @@ logger = logging.getLogger("django_messenger")
 FANOUT_PREFIX = "django_messenger.fanout."
 
 
-def _current_message() -> Message[Any] | None:
-    from .middleware import current_message
-
+def _current_message() -> Any:
     return current_message()
 
 
@@ -81,7 +80,7 @@ def declare_handler_actor(handler: Handler, broker: Any) -> Any:
     run.__qualname__ = getattr(handler.fn, "__qualname__", run.__name__)
     run.__module__ = handler.fn.__module__
     run.__doc__ = handler.fn.__doc__
-    actor = dramatiq.actor(
+    actor = dramatiq.actor(  # type: ignore[call-overload]
         run,
         broker=broker,
         actor_name=handler.actor_name,
@@ -115,7 +114,9 @@ def declare_fanout_actors(broker: Any) -> None:
             options["throws"] = (MessageDecodingFailed,)
         if "max_retries" in broker.actor_options:
             options.update(DEFAULT_ACTOR_OPTIONS)
-        dramatiq.actor(fan_out, broker=broker, actor_name=actor_name, queue_name=queue_name, **options)
+        dramatiq.actor(  # type: ignore[call-overload]
+            fan_out, broker=broker, actor_name=actor_name, queue_name=queue_name, **options
+        )
 
 
 def fan_out(payload: Any) -> None:

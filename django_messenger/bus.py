@@ -46,7 +46,9 @@ class MessageBus:
         ``delay`` adds a :class:`DelayStamp`. ``on_commit=False`` sends at once even
         inside a transaction (views do this: they write nothing themselves).
         """
-        envelope = message.with_stamps(*stamps) if isinstance(message, Envelope) else Envelope(message, stamps)
+        envelope = (
+            message.with_stamps(*stamps) if isinstance(message, Envelope) else Envelope(message, stamps)
+        )
         if delay is not None:
             envelope = envelope.with_stamps(DelayStamp(delay))
         cls = type(envelope.message)

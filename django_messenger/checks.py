@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.apps import AppConfig, apps
@@ -16,7 +16,9 @@ from .registry import registry
 
 
 @checks.register("messenger")
-def check_handlers(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_handlers(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """E002 a handler without a usable message type; E003 two handlers with one actor name."""
     errors: list[checks.CheckMessage] = []
     by_name: dict[str, list[Any]] = defaultdict(list)
@@ -41,7 +43,7 @@ def check_handlers(app_configs: list[AppConfig] | None = None, **kwargs: Any) ->
             errors.append(
                 checks.Error(
                     f"The handler {where} has no message type: {handler.error}.",
-                    hint="Annotate its first parameter with the message class, or use @handler(MessageClass).",
+                    hint="Annotate its first parameter with the message class or use @handler(MessageClass).",
                     obj=where,
                     id="django_messenger.E002",
                 )
@@ -67,7 +69,9 @@ def check_handlers(app_configs: list[AppConfig] | None = None, **kwargs: Any) ->
 
 
 @checks.register("messenger")
-def check_broker(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_broker(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """E004 a RabbitMQ broker without publisher confirms; E008 django_dramatiq missing."""
     errors: list[checks.CheckMessage] = []
     if not apps.is_installed("django_dramatiq"):
@@ -104,7 +108,9 @@ def check_broker(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> l
 
 
 @checks.register("messenger")
-def check_routing(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_routing(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """E005 routing to a transport that does not exist."""
     known = {SYNC_TRANSPORT, *messenger_settings.TRANSPORTS}
     errors: list[checks.CheckMessage] = []
@@ -133,24 +139,25 @@ def _url_views(patterns: list[Any]) -> Iterator[type]:
                 yield cls
 
 
-def dispatched_type(view: type) -> type | None:
-    """The message type a messenger view dispatches, or None if it cannot be told."""
-    serializer_class = getattr(view, "serializer_class", None)
-    if getattr(view, "messenger", True) == "input":
-        serializer_class = getattr(view, "input_serializer_class", None)
-        if getattr(view, "message_class", None) is not None:
-            return view.message_class  # type: ignore[attr-defined,no-any-return]
-    elif isinstance(serializer_class, type) and issubclass(serializer_class, serializers.ModelSerializer):
-        return serializer_class.Meta.model  # type: ignore[no-any-return]
-    if getattr(view, "message_class", None) is not None:
-        return view.message_class  # type: ignore[attr-defined,no-any-return]
+def _model_of(serializer_class: Any) -> type | None:
     if isinstance(serializer_class, type) and issubclass(serializer_class, serializers.ModelSerializer):
-        return serializer_class.Meta.model  # type: ignore[no-any-return]
+        model: type = serializer_class.Meta.model
+        return model
     return None
 
 
+def dispatched_type(view: type) -> type | None:
+    """The message type a messenger view dispatches, or None if it cannot be told."""
+    message_class: type | None = getattr(view, "message_class", None)
+    if getattr(view, "messenger", True) == "input":
+        return message_class or _model_of(getattr(view, "input_serializer_class", None))
+    return _model_of(getattr(view, "serializer_class", None)) or message_class
+
+
 @checks.register("messenger", checks.Tags.urls)
-def check_views(app_configs: list[AppConfig] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_views(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     """E001 a view whose message type has no handler; E006 a view that cannot tell its type."""
     from .mixins import MessengerViewMixin
 

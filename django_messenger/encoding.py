@@ -55,15 +55,15 @@ def encode_value(value: Any) -> Any:
     if isinstance(value, models.Model) or dataclasses.is_dataclass(value):
         return {TAG: "object", "class": registry.name_of(type(value)), VALUE: encode_body(value)}
     # Subclasses of str and int (Django's TextChoices, IntEnum members...) travel as their value.
-    for base in (str, int, float):
-        if isinstance(value, base):
-            return encode_value(base(value))
+    for scalar in (str, int, float):
+        if isinstance(value, scalar):
+            return encode_value(scalar(value))
     for base, encoder in _ENCODERS.items():
         if isinstance(value, base):
             return encoder(value)
     raise MessageEncodingFailed(
         f"A value of type {kind.__module__}.{kind.__qualname__} cannot travel in a message; "
-        f"use a JSON type, Decimal, datetime, date, time, timedelta, UUID, or a registered dataclass or model."
+        f"use JSON types, Decimal, datetime, date, time, timedelta, UUID, or a registered dataclass or model."
     )
 
 
@@ -112,7 +112,7 @@ def _decode_tagged(data: dict[str, Any]) -> Any:
     tag = data[TAG]
     value = data.get(VALUE)
     if tag == "object":
-        return decode_body(registry.resolve(data.get("class")), value)
+        return decode_body(registry.resolve(str(data.get("class"))), value)
     decoder = _DECODERS.get(tag)
     if decoder is None:
         raise MessageDecodingFailed(f"Unknown value tag {tag!r}.")
@@ -148,7 +148,7 @@ class _Codec:
         return {key: encode_value(value) for key, value in vars(obj).items()}
 
     def decode(self, body: dict[str, Any]) -> Any:
-        obj = self.cls.__new__(self.cls)
+        obj: Any = object.__new__(self.cls)
         obj.__dict__.update({key: decode_value(value) for key, value in body.items()})
         return obj
 

@@ -1,19 +1,36 @@
 """Messenger's Dramatiq middleware, added to the broker when the app is ready.
 
-It keeps the message being processed in a thread-local (for the ``ReceivedStamp``)
-and gives every handler fresh database connections: Django's stale or broken
-connections are closed before and after each message, as a request would.
+* It keeps the message being processed in a thread-local (for the ``ReceivedStamp``).
+* It gives every handler fresh database connections: Django's stale or broken
+  connections are closed before and after each message, as a request would.
+* It notes each failure in the message's options (first failure time, tries, error,
+  traceback), and when Dramatiq dead-letters one of messenger's messages it writes a
+  :class:`~django_messenger.models.FailedMessage`, so that the failure outlives
+  RabbitMQ's dead-letter queue and can be retried (``messenger_failed``).
+
+It must run after Dramatiq's ``Retries`` middleware in the broker's list (the app
+appends it at the end when it is not listed).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+import traceback
 from typing import Any
 
 from django.db import close_old_connections, connections
 from dramatiq import Middleware
 
+logger = logging.getLogger("django_messenger")
+
 _local = threading.local()
+
+FIRST_FAILED_AT = "messenger_first_failed_at"
+TRIES = "messenger_tries"
+ERROR = "messenger_error"
+TRACEBACK = "messenger_traceback"
 
 
 def current_message() -> Any:
@@ -27,6 +44,10 @@ def _close_old_connections() -> None:
         close_old_connections()
 
 
+def describe(exception: BaseException) -> str:
+    return f"{type(exception).__module__}.{type(exception).__qualname__}: {exception}"
+
+
 class MessengerMiddleware(Middleware):
     """Worker-side bookkeeping for messenger's actors."""
 
@@ -38,7 +59,38 @@ class MessengerMiddleware(Middleware):
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         _local.message = None
+        if exception is not None:
+            # Runs before Retries re-enqueues the message, so these options travel with it.
+            options = message.options
+            options.setdefault(FIRST_FAILED_AT, int(time.time() * 1000))
+            options[TRIES] = int(options.get(TRIES, 0)) + 1
+            options[ERROR] = describe(exception)
+            options[TRACEBACK] = "".join(
+                traceback.format_exception(type(exception), exception, exception.__traceback__, limit=30)
+            )
         _close_old_connections()
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         _local.message = None
+
+    def after_nack(self, broker: Any, message: Any) -> None:
+        """Dramatiq dead-lettered ``message``: keep its failure in the database."""
+        from .failures import is_messenger_message, record
+
+        if not is_messenger_message(message):
+            return
+        options = message.options
+        error = options.get(ERROR)
+        trace = options.get(TRACEBACK, "")
+        stuffed = getattr(message, "_exception", None)
+        if error is None and stuffed is not None:
+            error = describe(stuffed)
+            trace = "".join(
+                traceback.format_exception(type(stuffed), stuffed, stuffed.__traceback__, limit=30)
+            )
+        try:
+            record(message, error=error or "Dead-lettered by Dramatiq.", traceback=trace)
+        except Exception:
+            logger.exception("Could not store the failure of message %s.", message.message_id)
+        finally:
+            connections.close_all()

@@ -184,7 +184,9 @@ class MessengerDestroyMixin(MessengerViewMixin):
             serializer = self.get_messenger_serializer(data=self.request.data)
             serializer.is_valid(raise_exception=True)
             obj = build_new(serializer, serializer.validated_data, self.message_class)
-        self.messenger_persister.remove(obj, operation=self.action or "destroy", lookup=self.messenger_lookup())
+        self.messenger_persister.remove(
+            obj, operation=self.action or "destroy", lookup=self.messenger_lookup()
+        )
 
 
 class MessengerMixin(MessengerCreateMixin, MessengerUpdateMixin, MessengerDestroyMixin):

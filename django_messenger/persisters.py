@@ -35,12 +35,19 @@ class MessengerPersister:
         self, obj: Any, *, operation: str, fields: Iterable[str] = (), lookup: Mapping[str, str] | None = None
     ) -> Envelope:
         """Dispatch ``obj`` as a create or an update."""
-        stamp = OperationStamp(operation=operation, fields=tuple(dict.fromkeys(fields)), lookup=dict(lookup or {}))
+        stamp = OperationStamp(
+            operation=operation, fields=tuple(dict.fromkeys(fields)), lookup=dict(lookup or {})
+        )
         return self._dispatch(obj, [stamp])
 
-    def remove(self, obj: Any, *, operation: str = "destroy", lookup: Mapping[str, str] | None = None) -> Envelope:
+    def remove(
+        self, obj: Any, *, operation: str = "destroy", lookup: Mapping[str, str] | None = None
+    ) -> Envelope:
         """Dispatch ``obj`` with a :class:`RemoveStamp`."""
-        stamps: list[Stamp] = [OperationStamp(operation=operation, fields=(), lookup=dict(lookup or {})), RemoveStamp()]
+        stamps: list[Stamp] = [
+            OperationStamp(operation=operation, fields=(), lookup=dict(lookup or {})),
+            RemoveStamp(),
+        ]
         return self._dispatch(obj, stamps)
 
     def _dispatch(self, obj: Any, stamps: list[Stamp]) -> Envelope:
@@ -56,7 +63,7 @@ class MessengerPersister:
 
 def _model_of(serializer: serializers.BaseSerializer[Any]) -> type[models.Model] | None:
     if isinstance(serializer, serializers.ModelSerializer):
-        return serializer.Meta.model  # type: ignore[no-any-return]
+        return serializer.Meta.model  # type: ignore[no-any-return,unused-ignore]
     return None
 
 

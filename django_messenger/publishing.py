@@ -402,8 +402,8 @@ class ConfirmingPublisher:
         )
         if blocked:
             return (
-                "RabbitMQ is blocking publishers (a memory or disk alarm) and did not take the message "
-                f"within the publish timeout of {self.timeout} s; nothing was sent."
+                "RabbitMQ is blocking publishers (a memory or disk alarm) and did not confirm the message "
+                f"within the publish timeout of {self.timeout} s; the message counts as not sent."
             )
         if isinstance(exc, DeadlineExceeded):
             return (
@@ -412,7 +412,10 @@ class ConfirmingPublisher:
                 "not sent."
             )
         if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
-            return f"RabbitMQ closed the channel ({exc.reply_code} {exc.reply_text}); nothing was sent."
+            return (
+                f"RabbitMQ closed the channel ({exc.reply_code} {exc.reply_text}); "
+                "the message counts as not sent."
+            )
         return f"The connection to RabbitMQ failed ({exc!r}); the message counts as not sent."
 
 

@@ -301,9 +301,7 @@ def _nested_types(cls: type) -> list[type]:
 def _collect(hint: Any, found: list[type]) -> None:
     if hint is None:
         return
-    if isinstance(hint, type) and (
-        dataclasses.is_dataclass(hint) or issubclass(hint, models.Model)
-    ):
+    if isinstance(hint, type) and (dataclasses.is_dataclass(hint) or issubclass(hint, models.Model)):
         found.append(hint)
         return
     origin = typing.get_origin(hint)

@@ -21,7 +21,8 @@ logger = logging.getLogger("django_messenger")
 def publish(broker: Any, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
     """Enqueue ``message`` on ``broker``; raise BrokerUnavailable unless it was accepted."""
     try:
-        return broker.enqueue(message, delay=delay)
+        sent: Message[Any] = broker.enqueue(message, delay=delay)
+        return sent
     except BrokerUnavailable:
         raise
     except Exception as exc:

@@ -15,6 +15,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from .bus import bus
 from .envelope import Envelope
+from .exceptions import MessengerError
 from .registry import registry
 
 
@@ -32,8 +33,8 @@ def capture_dispatched() -> Iterator[list[Envelope]]:
 def drain(*, fail_fast: bool = True, timeout: float = 30.0) -> None:
     """Process every message on the StubBroker, delayed ones included, then return.
 
-    With ``fail_fast`` the first message that failed for good (after its retries) is
-    raised here. Handlers run in Dramatiq worker threads, so their database writes
+    With ``fail_fast`` the error of the first message that failed for good during this
+    drain (after its retries) is raised here. Handlers run in Dramatiq worker threads, so their database writes
     need a test that commits (pytest-django's ``transactional_db``).
     """
     broker = registry.broker
@@ -42,12 +43,18 @@ def drain(*, fail_fast: bool = True, timeout: float = 30.0) -> None:
             f"drain() needs a StubBroker (DRAMATIQ_BROKER['BROKER'] = 'dramatiq.brokers.stub.StubBroker'), "
             f"not {type(broker).__name__}."
         )
+    dead_before = len(broker.dead_letters)
     worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1)
     worker.start()
     try:
         while any(queue.unfinished_tasks for queue in broker.queues.values()):
             for queue_name in list(broker.queues):
-                broker.join(queue_name, fail_fast=fail_fast, timeout=int(timeout * 1000))
+                broker.join(queue_name, timeout=int(timeout * 1000), fail_fast=False)
         worker.join()
     finally:
         worker.stop()
+        # A Worker adds a middleware of its own to the broker; drop it with the worker.
+        broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
+    if fail_fast:
+        for message in broker.dead_letters[dead_before:]:
+            raise message._exception or MessengerError(f"Message {message.message_id} failed.")

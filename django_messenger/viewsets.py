@@ -7,5 +7,5 @@ from rest_framework import viewsets
 from .mixins import MessengerCreateMixin
 
 
-class MessengerViewSet(MessengerCreateMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
+class MessengerViewSet(MessengerCreateMixin, viewsets.GenericViewSet):  # type: ignore[misc]
     """A command endpoint: POST validates ``serializer_class`` and dispatches ``message_class(**data)``."""

@@ -16,6 +16,7 @@ daemon and :meth:`FaultProxy.stop` joins them all.
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import struct
@@ -35,10 +36,8 @@ _COMMAND_TIMEOUT = 5.0
 
 def rst_close(sock: socket.socket) -> None:
     """Close ``sock`` with a TCP RST instead of a FIN (``SO_LINGER`` on, zero seconds)."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     sock.close()
 
 
@@ -91,16 +90,14 @@ class _Link:
                         if not self._relay(self.client, self.upstream):
                             self._shutdown(rst=False)
                             return
-                    elif key.fileobj is self.upstream:
-                        if not self._relay(self.upstream, self.client):
-                            if self.blackholed:
-                                # A black hole does not pass the server's close on: stay silent.
-                                selector.unregister(self.upstream)
-                                self.upstream.close()
-                                self.upstream = None
-                            else:
-                                self._shutdown(rst=False)
-                                return
+                    elif key.fileobj is self.upstream and not self._relay(self.upstream, self.client):
+                        if not self.blackholed:
+                            self._shutdown(rst=False)
+                            return
+                        # A black hole does not pass the server's close on: it stays silent.
+                        selector.unregister(self.upstream)
+                        self.upstream.close()
+                        self.upstream = None
         except Exception:
             self._shutdown(rst=True)
         finally:
@@ -178,10 +175,8 @@ class FaultProxy:
             return
         self._stopping = True
         # Wake the blocking accept() with a connection of our own.
-        try:
+        with contextlib.suppress(OSError):
             socket.create_connection((self.host, self.port), timeout=1).close()
-        except OSError:
-            pass
         if self._acceptor is not None:
             self._acceptor.join(_COMMAND_TIMEOUT)
         self._listener.close()

@@ -18,6 +18,7 @@ from tests.conftest import queued
 from tests.testapp.messages import Ping, Shout
 from tests.testapp.models import Effect
 
+
 class Unhandled:
     pass
 

@@ -54,7 +54,9 @@ class TestCreate:
         assert "text" in response.json()
         assert queued(broker) == []
 
-    @pytest.mark.parametrize("body", [b"{", b"[1, 2]", b'"text"', b"null", b"\xff\xfe", b'{"text": {"a": 1}}'])
+    @pytest.mark.parametrize(
+        "body", [b"{", b"[1, 2]", b'"text"', b"null", b"\xff\xfe", b'{"text": {"a": 1}}']
+    )
     def test_malformed_json_is_400_never_500(self, api_client, broker, body):
         response = api_client.post("/pings/", body, content_type="application/json")
 
@@ -95,7 +97,9 @@ class TestCreate:
 
 class TestUpdate:
     def test_put_dispatches_the_changed_instance_unsaved(self, api_client, broker, article):
-        response = api_client.put(f"/articles/{article.pk}/", {"title": "Dune II", "body": "more"}, format="json")
+        response = api_client.put(
+            f"/articles/{article.pk}/", {"title": "Dune II", "body": "more"}, format="json"
+        )
 
         assert_empty_202(response)
         envelope = only_envelope(broker)

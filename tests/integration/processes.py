@@ -6,6 +6,7 @@ Every process runs in a session of its own so that stopping it stops its childre
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "Worker process is ready for action."
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -60,10 +63,8 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def signal(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM the process group, then SIGKILL it if it is still there after ``timeout``."""
@@ -80,32 +81,48 @@ class Process:
     def kill(self) -> None:
         self.stopped = True
         self.signal(signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def start(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Process:
     log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
     log = log_path.open("wb")
     popen = subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        args,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     log.close()
     return Process(popen=popen, log_path=log_path, name=name)
 
 
 def start_worker(
-    env: dict[str, str], log_dir: Path, *, queues: list[str], processes: int = 1, threads: int = 4,
-    timeout: float = 60.0, shutdown_timeout_ms: int = 10_000,
+    env: dict[str, str],
+    log_dir: Path,
+    *,
+    queues: list[str],
+    processes: int = 1,
+    threads: int = 4,
+    timeout: float = 60.0,
+    shutdown_timeout_ms: int = 10_000,
 ) -> Process:
     """``python manage.py rundramatiq`` on ``queues``; returns once every process is ready."""
     args = [
-        sys.executable, "manage.py", "rundramatiq",
-        "--processes", str(processes), "--threads", str(threads),
-        "--worker-shutdown-timeout", str(shutdown_timeout_ms),
-        "--queues", *queues,
+        sys.executable,
+        "manage.py",
+        "rundramatiq",
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--worker-shutdown-timeout",
+        str(shutdown_timeout_ms),
+        "--queues",
+        *queues,
     ]
     worker = start("worker", args, env, log_dir)
 
@@ -118,13 +135,26 @@ def start_worker(
     return worker
 
 
-def start_server(env: dict[str, str], log_dir: Path, *, wsgi: str, workers: int = 1, threads: int = 4) -> tuple[Process, str]:
+def start_server(
+    env: dict[str, str], log_dir: Path, *, wsgi: str, workers: int = 1, threads: int = 4
+) -> tuple[Process, str]:
     """gunicorn serving ``wsgi`` on a free loopback port; returns it and its base URL."""
     port = free_port()
     args = [
-        sys.executable, "-m", "gunicorn", wsgi,
-        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-        "--timeout", "60", "--graceful-timeout", "5",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        wsgi,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--timeout",
+        "60",
+        "--graceful-timeout",
+        "5",
     ]
     server = start("server", args, env, log_dir)
 

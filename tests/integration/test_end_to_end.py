@@ -73,8 +73,10 @@ def test_two_handlers_of_one_type_both_run(server):
     assert response.status_code == 202
     message_id = uuid.UUID(response.headers["Messenger-Message-Id"])
     wait_for(
-        lambda: set(Effect.objects.filter(message_id=message_id).values_list("handler", flat=True))
-        == {"shout_one", "shout_two"},
+        lambda: (
+            set(Effect.objects.filter(message_id=message_id).values_list("handler", flat=True))
+            == {"shout_one", "shout_two"}
+        ),
         what="both handlers",
     )
     assert Effect.objects.filter(message_id=message_id).count() == 2

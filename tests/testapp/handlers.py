@@ -7,7 +7,7 @@ from django.http import HttpResponse
 from django_messenger import Envelope, handler
 from django_messenger.stamps import OperationStamp, RemoveStamp
 
-from .messages import Compute, Everything, PlainGreeting, Ping, RenameArticle, Shout
+from .messages import Compute, Everything, Flaky, Ping, PlainGreeting, RenameArticle, Shout
 from .models import Article, Effect
 
 received: list[Envelope] = []
@@ -64,3 +64,14 @@ def save_article(message: Article, envelope: Envelope) -> None:
 @handler
 def rename_article(message: RenameArticle, envelope: Envelope) -> None:
     received.append(envelope)
+
+
+class NotFixedYet(RuntimeError):
+    pass
+
+
+@handler(max_retries=1, min_backoff=10, max_backoff=20)
+def flaky(message: Flaky, envelope: Envelope) -> None:
+    if not Effect.objects.filter(handler="fixed", payload__text=message.text).exists():
+        raise NotFixedYet(f"{message.text} is not fixed yet")
+    Effect.objects.create(handler="flaky", message_id=envelope.message_id, payload={"text": message.text})

@@ -72,3 +72,10 @@ class RenameArticle:
     """An input DTO for the article resource."""
 
     title: str
+
+
+@dataclass
+class Flaky:
+    """Its handler fails until a "fixed" Effect row names its text."""
+
+    text: str

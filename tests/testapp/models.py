@@ -19,3 +19,6 @@ class Effect(models.Model):
     handler = models.CharField(max_length=100)
     message_id = models.UUIDField()
     payload = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"{self.handler} {self.message_id}"

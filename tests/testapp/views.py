@@ -3,8 +3,8 @@ from datetime import timedelta
 from rest_framework import permissions, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
 
 from django_messenger import bus
 from django_messenger.mixins import MessengerMixin

@@ -1,0 +1,45 @@
+"""The failure store in the Django admin: read, retry, remove."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from . import failures
+from .exceptions import MessengerError
+from .models import FailedMessage
+
+
+@admin.register(FailedMessage)
+class FailedMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-ignore]
+    list_display = ["message_id", "message_type", "handler", "short_error", "last_failed_at", "tries"]
+    list_filter = ["handler", "message_type"]
+    search_fields = ["message_id", "broker_message_id", "error"]
+    date_hierarchy = "last_failed_at"
+    actions = ["retry_selected"]
+    readonly_fields = [field.name for field in FailedMessage._meta.fields]
+
+    @admin.display(description="error")
+    def short_error(self, failed: FailedMessage) -> str:
+        return failed.error if len(failed.error) <= 80 else failed.error[:79] + "…"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Retry the selected messages (their failed handler only)")
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[FailedMessage]) -> None:
+        sent = 0
+        for failed in queryset:
+            try:
+                failures.retry(failed)
+                sent += 1
+            except MessengerError as exc:
+                self.message_user(request, f"{failed}: {exc}", messages.ERROR)
+        if sent:
+            self.message_user(request, f"{sent} message(s) sent again.", messages.SUCCESS)

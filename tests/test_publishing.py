@@ -1,0 +1,337 @@
+"""Unit tests of django_messenger.publishing that need no RabbitMQ, and of tests/faultproxy.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pika
+import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import Middleware
+from pika.adapters.blocking_connection import BlockingConnection
+from pika.adapters.select_connection import SelectConnection
+
+from django_messenger.exceptions import BrokerUnavailable
+from django_messenger.publishing import (
+    ConfirmingPublisher,
+    _Session,
+    bounded_parameters,
+    clear_publishers,
+    get_publisher,
+)
+from tests.faultproxy import FaultProxy
+
+TIMEOUT = 0.5
+MARGIN = 1.0
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def echo_server() -> Iterator[tuple[str, int]]:
+    """A TCP echo server on 127.0.0.1 (an ephemeral port): the proxy's upstream in these tests."""
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    yield (str(host), int(port))
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def proxy(echo_server: tuple[str, int]) -> Iterator[FaultProxy]:
+    with FaultProxy(upstream=echo_server) as running:
+        yield running
+
+
+def connect(proxy: FaultProxy) -> socket.socket:
+    sock = socket.create_connection(proxy.address, timeout=2)
+    return sock
+
+
+def echo(sock: socket.socket, data: bytes = b"ping") -> bytes:
+    sock.sendall(data)
+    return sock.recv(65536)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def a_message(queue_name: str = "unit") -> dramatiq.Message[Any]:
+    return dramatiq.Message(queue_name=queue_name, actor_name="noop", args=(), kwargs={}, options={})
+
+
+class Recorder(Middleware):
+    """Dramatiq middleware that records the enqueue hooks."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, Any]] = []
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.calls.append(("before_enqueue", message.message_id, delay))
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.calls.append(("after_enqueue", message.message_id, delay))
+
+
+# --- the proxy ------------------------------------------------------------------------------------
+
+
+def test_proxy_forwards(proxy: FaultProxy) -> None:
+    # Given a proxy in front of an echo server
+    with connect(proxy) as sock:
+        # When a client sends bytes through it, Then they come back
+        assert echo(sock, b"hello") == b"hello"
+
+
+def test_proxy_reset_resets_open_and_new_connections(proxy: FaultProxy) -> None:
+    # Given an open, working connection
+    with connect(proxy) as sock:
+        assert echo(sock) == b"ping"
+        # When the proxy resets
+        proxy.reset()
+        # Then the open connection was reset
+        with pytest.raises(ConnectionResetError):
+            echo(sock)
+    # And a new connection is reset too
+    with connect(proxy) as sock, pytest.raises(ConnectionResetError):
+        echo(sock)
+
+
+def test_proxy_blackhole_swallows_bytes_silently(proxy: FaultProxy) -> None:
+    # Given an open, working connection
+    with connect(proxy) as sock:
+        assert echo(sock) == b"ping"
+        # When the proxy black-holes
+        proxy.blackhole()
+        # Then bytes sent on it are never answered, and it is not closed either
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            echo(sock)
+    # And a new connection is accepted but never answered
+    with connect(proxy) as sock:
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            echo(sock)
+
+
+def test_proxy_restore_forwards_again_and_resets_blackholed_connections(proxy: FaultProxy) -> None:
+    # Given a connection opened before the proxy black-holed
+    with connect(proxy) as sock:
+        assert echo(sock) == b"ping"
+        proxy.blackhole()
+        # When the proxy is restored
+        proxy.restore()
+        # Then that connection (which lost bytes for good) is reset
+        with pytest.raises(ConnectionResetError):
+            echo(sock)
+    # And new connections are forwarded again
+    with connect(proxy) as sock:
+        assert echo(sock) == b"ping"
+
+
+def test_proxy_restore_after_reset(proxy: FaultProxy) -> None:
+    proxy.reset()
+    proxy.restore()
+    with connect(proxy) as sock:
+        assert echo(sock) == b"ping"
+
+
+def test_proxy_stop_joins_its_threads_and_closes_the_port(echo_server: tuple[str, int]) -> None:
+    # Given a proxy with an open connection
+    proxy = FaultProxy(upstream=echo_server).start()
+    sock = connect(proxy)
+    assert echo(sock) == b"ping"
+    assert proxy.threads
+    # When it stops
+    proxy.stop()
+    # Then no thread of it is left and nothing listens on its port any more
+    assert proxy.threads == []
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(proxy.address, timeout=2)
+    sock.close()
+
+
+def test_proxy_refuses_other_hosts() -> None:
+    with pytest.raises(ValueError):
+        FaultProxy(upstream=("10.0.0.1", 5672))
+
+
+# --- connection parameters ------------------------------------------------------------------------
+
+
+def test_bounded_parameters_bound_the_timeouts_and_keep_the_rest() -> None:
+    # Given a broker's URL parameters
+    original = pika.URLParameters(
+        "amqp://ada:secret@127.0.0.1:5679/tenant?heartbeat=30&socket_timeout=20&connection_attempts=5"
+    )
+    # When they are bounded
+    bounded = bounded_parameters(original, connect_timeout=2.5, blocked_timeout=4.0)
+    # Then the timeouts are bounded, a single attempt is made…
+    assert bounded.socket_timeout == 2.5
+    assert bounded.stack_timeout == 2.5
+    assert bounded.blocked_connection_timeout == 4.0
+    assert bounded.connection_attempts == 1
+    assert bounded.retry_delay == 0
+    # …and where to connect, as whom, and the heartbeat are kept
+    assert (bounded.host, bounded.port, bounded.virtual_host, bounded.heartbeat) == (
+        "127.0.0.1",
+        5679,
+        "tenant",
+        30,
+    )
+    assert (bounded.credentials.username, bounded.credentials.password) == ("ada", "secret")
+    # And the broker's own parameters are untouched
+    assert original.socket_timeout == 20
+    assert original.connection_attempts == 5
+    assert original.blocked_connection_timeout is None
+
+
+def test_bounded_parameters_keep_smaller_values() -> None:
+    original = pika.ConnectionParameters(
+        host="127.0.0.1", socket_timeout=0.2, stack_timeout=0.3, blocked_connection_timeout=1
+    )
+    bounded = bounded_parameters(original, connect_timeout=5, blocked_timeout=5)
+    assert (bounded.socket_timeout, bounded.stack_timeout, bounded.blocked_connection_timeout) == (
+        0.2,
+        0.3,
+        1,
+    )
+
+
+def test_bounded_parameters_need_positive_timeouts() -> None:
+    with pytest.raises(ValueError):
+        bounded_parameters(pika.ConnectionParameters(), connect_timeout=0, blocked_timeout=1)
+
+
+def test_publisher_reads_every_host_of_the_broker() -> None:
+    broker = RabbitmqBroker(url="amqp://127.0.0.1:5672;amqp://127.0.0.1:5673", confirm_delivery=True)
+    publisher = ConfirmingPublisher(broker, 2)
+    assert [p.port for p in publisher.parameters] == [5672, 5673]
+    assert publisher.confirm_delivery is True
+    assert publisher.timeout == 2.0
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0])
+def test_publisher_needs_a_positive_timeout(timeout: float) -> None:
+    with pytest.raises(ValueError):
+        ConfirmingPublisher(RabbitmqBroker(host="127.0.0.1"), timeout)
+
+
+def test_get_publisher_caches_one_per_broker_and_timeout() -> None:
+    first, second = RabbitmqBroker(host="127.0.0.1"), RabbitmqBroker(host="127.0.0.1")
+    try:
+        assert get_publisher(first, 5) is get_publisher(first, 5.0)
+        assert get_publisher(first, 5) is not get_publisher(first, 1)
+        assert get_publisher(first, 5) is not get_publisher(second, 5)
+        assert get_publisher(second, 5).broker is second
+    finally:
+        clear_publishers()
+
+
+# --- the deadline, without RabbitMQ ---------------------------------------------------------------
+
+
+def test_the_private_pika_hooks_of_the_deadline_exist() -> None:
+    """The deadline uses pika internals; a pika upgrade that drops them must fail here first."""
+    for name in ("_terminate_stream", "_adapter_call_later", "_adapter_remove_timeout", "is_closed"):
+        assert hasattr(SelectConnection, name), name
+    assert hasattr(BlockingConnection, "_flush_output")
+
+
+def test_closed_port_fails_at_once_and_runs_only_the_before_hook() -> None:
+    # Given a broker on a port where nothing listens, with a middleware recording hooks
+    recorder = Recorder()
+    broker = RabbitmqBroker(url=f"amqp://guest:guest@127.0.0.1:{closed_port()}", confirm_delivery=True)
+    broker.add_middleware(recorder)
+    publisher = ConfirmingPublisher(broker, TIMEOUT)
+    message = a_message()
+    # When a message is published
+    start = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as raised:
+        publisher.publish(message)
+    # Then it fails within the timeout, saying why, chained to pika's error
+    assert time.monotonic() - start < TIMEOUT + MARGIN
+    assert "Could not connect to RabbitMQ" in str(raised.value.detail)
+    assert raised.value.__cause__ is not None
+    # And after_enqueue did not run
+    assert recorder.calls == [("before_enqueue", message.message_id, None)]
+
+
+def test_black_hole_while_connecting_fails_within_the_timeout(echo_server: tuple[str, int]) -> None:
+    # Given a server that accepts connections and never answers
+    with FaultProxy(upstream=echo_server) as proxy:
+        proxy.blackhole()
+        publisher = ConfirmingPublisher(RabbitmqBroker(url=proxy.url(), confirm_delivery=True), TIMEOUT)
+        # When a message is published, Then it fails within the timeout
+        start = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            publisher.publish(a_message())
+        assert time.monotonic() - start < TIMEOUT + MARGIN
+
+
+def test_all_hosts_share_the_timeout(echo_server: tuple[str, int]) -> None:
+    # Given a broker with two hosts that both black-hole
+    with FaultProxy(upstream=echo_server) as first, FaultProxy(upstream=echo_server) as second:
+        first.blackhole()
+        second.blackhole()
+        broker = RabbitmqBroker(url=f"{first.url()};{second.url()}", confirm_delivery=True)
+        publisher = ConfirmingPublisher(broker, TIMEOUT)
+        # When a message is published
+        start = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            publisher.publish(a_message())
+        # Then both were tried, and the whole call still fits in the timeout
+        assert time.monotonic() - start < TIMEOUT + MARGIN
+        assert first.accepted >= 1 and second.accepted >= 1
+
+
+class _FakeConnection:
+    is_open = True
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:  # pragma: no cover - must never be called
+        self.closed = True
+
+
+def test_a_forked_process_forgets_its_parents_connection_without_closing_it() -> None:
+    # Given a thread's connection made in another process (as seen after fork())
+    publisher = ConfirmingPublisher(RabbitmqBroker(host="127.0.0.1"), TIMEOUT)
+    inherited = _FakeConnection()
+    publisher._local.session = _Session(connection=inherited, pid=os.getpid() + 1)
+    # When this process looks for its connection
+    session = publisher._current_session()
+    # Then it has none (it will connect anew), and the parent's socket was left alone
+    assert session is None
+    assert inherited.closed is False
+
+
+def test_a_same_process_connection_is_reused() -> None:
+    publisher = ConfirmingPublisher(RabbitmqBroker(host="127.0.0.1"), TIMEOUT)
+    own = _Session(connection=_FakeConnection(), pid=os.getpid())
+    publisher._local.session = own
+    assert publisher._current_session() is own
