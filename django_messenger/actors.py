@@ -8,12 +8,14 @@ decoded raises :class:`MessageDecodingFailed`, which is in every handler's
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 import dramatiq
 from dramatiq import Message
 
+from .conf import messenger_settings
 from .encoding import decode_envelope
 from .exceptions import MessageDecodingFailed
 from .execution import call_handler
@@ -31,7 +33,16 @@ def _current_message() -> Any:
     return current_message()
 
 
+def _check_size(payload: Any) -> None:
+    limit = messenger_settings.MAX_MESSAGE_SIZE
+    if limit and len(json.dumps(payload, separators=(",", ":"))) > limit:
+        raise MessageDecodingFailed(
+            f"The envelope is larger than MESSENGER['MAX_MESSAGE_SIZE'] ({limit} bytes)."
+        )
+
+
 def _received(payload: Any) -> Any:
+    _check_size(payload)
     envelope = decode_envelope(payload)
     message = _current_message()
     if message is not None:
@@ -47,7 +58,6 @@ def _received(payload: Any) -> Any:
 
 def declare_handler_actor(handler: Handler, broker: Any) -> Any:
     """Declare ``handler`` as an actor of ``broker``, with messenger's retry defaults."""
-    from .conf import messenger_settings
     from .routing import transport_name_for
 
     options = dict(handler.options)
@@ -102,8 +112,6 @@ def fanout_actor(queue_name: str) -> Any:
 
 def declare_fanout_actors(broker: Any) -> None:
     """One fan-out actor on the queue of each Dramatiq transport."""
-    from .conf import messenger_settings
-
     queues = {messenger_settings.queue_name(name) for name in messenger_settings.TRANSPORTS}
     for queue_name in sorted(queues):
         actor_name = FANOUT_PREFIX + queue_name
@@ -121,6 +129,7 @@ def declare_fanout_actors(broker: Any) -> None:
 
 def fan_out(payload: Any) -> None:
     """Send ``payload`` on to the actor of every handler of its type (in the worker)."""
+    _check_size(payload)
     envelope = decode_envelope(payload)  # validates the type and the body before anything is sent
     if not registry.has_handlers(type(envelope.message)):
         raise MessageDecodingFailed(f"No handler for {type(envelope.message)!r} in this worker.")

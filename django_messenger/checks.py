@@ -104,7 +104,36 @@ def check_broker(
                 id="django_messenger.E004",
             )
         )
+    if isinstance(broker, RabbitmqBroker):
+        errors.extend(_connection_warnings(broker))
     return errors
+
+
+def _connection_warnings(broker: Any) -> list[checks.CheckMessage]:
+    parameters = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    warnings: list[checks.CheckMessage] = []
+    if any(getattr(p, "heartbeat", None) == 0 for p in parameters):
+        warnings.append(
+            checks.Warning(
+                "The RabbitMQ broker has heartbeats turned off (heartbeat=0): a dead connection is only "
+                "noticed when it is next used, and RabbitMQ keeps a dead worker's messages unacknowledged.",
+                hint="Add heartbeat=30 to the broker URL's query string (or to DRAMATIQ_BROKER['OPTIONS']).",
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.W001",
+            )
+        )
+    if any(getattr(p, "blocked_connection_timeout", None) is None for p in parameters):
+        warnings.append(
+            checks.Warning(
+                "The RabbitMQ broker has no blocked_connection_timeout: while a resource alarm blocks "
+                "publishers, a worker's sends (retries, fan-out) wait without end. Web requests are bounded "
+                "by MESSENGER['PUBLISH_TIMEOUT'] regardless.",
+                hint="Add blocked_connection_timeout=10 to the broker URL's query string.",
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.W002",
+            )
+        )
+    return warnings
 
 
 @checks.register("messenger")

@@ -30,7 +30,7 @@ from django.db import models
 from django.db.models.fields.files import FieldFile
 
 from .envelope import Envelope
-from .exceptions import MessageDecodingFailed, MessageEncodingFailed, MessengerError
+from .exceptions import MessageDecodingFailed, MessageEncodingFailed
 from .registry import HandlerRegistry, registry
 from .stamps import STAMP_TYPES, Stamp
 
@@ -265,7 +265,7 @@ def decode_envelope(payload: Any, *, types: HandlerRegistry = registry) -> Envel
         return Envelope(message, stamps, message_id=uuid.UUID(payload["id"]))
     except MessageDecodingFailed:
         raise
-    except (MessengerError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except Exception as exc:  # anything read from the wire may be wrong in any way
         raise MessageDecodingFailed(f"Malformed envelope: {type(exc).__name__}: {exc}") from exc
 
 

@@ -56,3 +56,11 @@ class BrokerUnavailable(MessengerError, APIException):
             retry_after = messenger_settings.RETRY_AFTER
         #: Seconds a client should wait; DRF's exception handler sends it as ``Retry-After``.
         self.wait = retry_after
+
+
+class RequestTooLarge(APIException):
+    """The request body is larger than Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``: nothing was sent."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "request_too_large"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -19,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .envelope import Envelope
+from .exceptions import RequestTooLarge
 from .persisters import MessengerPersister, apply_changes, build_new
 from .stamps import HandledStamp
 
@@ -52,6 +54,12 @@ class MessengerViewMixin:
         for alias in connections:
             view = transaction.non_atomic_requests(using=alias)(view)
         return view
+
+    def handle_exception(self, exc: Exception) -> Any:
+        """DRF's, plus a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` as a JSON 413."""
+        if isinstance(exc, RequestDataTooBig):
+            exc = RequestTooLarge(str(exc) or None)
+        return super().handle_exception(exc)  # type: ignore[misc]
 
     # -- persister and serializer ---------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 from rest_framework.utils import model_meta
 
 from .bus import MessageBus, bus
@@ -85,7 +86,19 @@ def build_new(
     operation's ``fields``, and their values are not carried (docs/views.md).
     """
     if message_class is not None:
-        return message_class(**data)
+        try:
+            return message_class(**data)
+        except TypeError as exc:
+            if not getattr(serializer, "partial", False):
+                raise
+            # A PATCH of an input DTO that needs fields the request did not send.
+            raise serializers.ValidationError(
+                {
+                    api_settings.NON_FIELD_ERRORS_KEY: [
+                        f"This request must set every field {message_class.__name__} needs: {exc}"
+                    ]
+                }
+            ) from exc
     model = _model_of(serializer)
     if model is None:
         raise ImproperlyConfigured(

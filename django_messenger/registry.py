@@ -187,6 +187,16 @@ class HandlerRegistry:
                 callback(broker)
 
     def _bind_handler(self, handler: Handler, broker: Any) -> None:
+        self._declare(handler, broker)
+        if handler.error is not None and handler.message_type in self._by_type:
+            # A handler without an actor is never dispatched to; the system checks report it.
+            rest = tuple(h for h in self._by_type[handler.message_type] if h is not handler)
+            if rest:
+                self._by_type[handler.message_type] = rest
+            else:
+                del self._by_type[handler.message_type]
+
+    def _declare(self, handler: Handler, broker: Any) -> None:
         from .actors import declare_handler_actor
 
         if handler.error is not None:

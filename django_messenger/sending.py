@@ -12,8 +12,11 @@ import logging
 from typing import Any
 
 from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from .conf import messenger_settings
 from .exceptions import BrokerUnavailable
+from .publishing import get_publisher
 
 logger = logging.getLogger("django_messenger")
 
@@ -21,9 +24,12 @@ logger = logging.getLogger("django_messenger")
 def publish(broker: Any, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
     """Enqueue ``message`` on ``broker``; raise BrokerUnavailable unless it was accepted."""
     try:
+        if isinstance(broker, RabbitmqBroker):
+            return get_publisher(broker, messenger_settings.PUBLISH_TIMEOUT).publish(message, delay=delay)
         sent: Message[Any] = broker.enqueue(message, delay=delay)
         return sent
-    except BrokerUnavailable:
+    except BrokerUnavailable as exc:
+        logger.warning("The broker refused message %s: %s", message.message_id, exc.detail)
         raise
     except Exception as exc:
         logger.warning("The broker refused message %s: %s", message.message_id, exc)

@@ -34,13 +34,14 @@ def drain(*, fail_fast: bool = True, timeout: float = 30.0) -> None:
     """Process every message on the StubBroker, delayed ones included, then return.
 
     With ``fail_fast`` the error of the first message that failed for good during this
-    drain (after its retries) is raised here. Handlers run in Dramatiq worker threads, so their database writes
-    need a test that commits (pytest-django's ``transactional_db``).
+    drain (after its retries) is raised here. Handlers run in Dramatiq worker threads,
+    so their database writes need a test that commits (pytest-django's
+    ``transactional_db``).
     """
     broker = registry.broker
     if not isinstance(broker, StubBroker):
         raise TypeError(
-            f"drain() needs a StubBroker (DRAMATIQ_BROKER['BROKER'] = 'dramatiq.brokers.stub.StubBroker'), "
+            'drain() needs a StubBroker (DRAMATIQ_BROKER["BROKER"] = "dramatiq.brokers.stub.StubBroker"), '
             f"not {type(broker).__name__}."
         )
     dead_before = len(broker.dead_letters)

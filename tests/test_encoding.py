@@ -38,7 +38,7 @@ from django_messenger.stamps import (
     SentStamp,
     UserStamp,
 )
-from tests.testapp.messages import Address, Everything, PlainGreeting, Ping
+from tests.testapp.messages import Address, Everything, Ping, PlainGreeting
 from tests.testapp.models import Article
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -108,7 +108,7 @@ def no_imports(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def an_everything(**changes: Any) -> Everything:
     values: dict[str, Any] = {
-        "text": "héllo ✓ \x00 \"quoted\"",
+        "text": 'héllo ✓ \x00 "quoted"',
         "number": -(2**70),
         "ratio": 0.1,
         "flag": True,
@@ -135,7 +135,7 @@ def an_everything(**changes: Any) -> Everything:
     "value",
     [
         "",
-        "text with \"quotes\" and \\ and unicode é ✓ 𝄞",
+        'text with "quotes" and \\ and unicode é ✓ 𝄞',
         0,
         -1,
         2**64 + 1,
@@ -178,7 +178,18 @@ def test_non_finite_floats_are_tagged_and_round_trip(value: float) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["0", "1.10", "1.1", "-0", "-0.00", "1E+3", "1.000000000000000000000000000001", "1e-30", "Infinity", "-Infinity"],
+    [
+        "0",
+        "1.10",
+        "1.1",
+        "-0",
+        "-0.00",
+        "1E+3",
+        "1.000000000000000000000000000001",
+        "1e-30",
+        "Infinity",
+        "-Infinity",
+    ],
 )
 def test_decimals_round_trip_with_their_exponent(value: str) -> None:
     original = Decimal(value)
@@ -617,7 +628,9 @@ MALFORMED = {
     "uuid id as a number": with_changes(id=123),
     "uuid id null": with_changes(id=None),
     "id missing": without("id"),
-    "nested object of an unregistered class": with_ping_text({"$type": "object", "class": "os.system", "$value": {}}),
+    "nested object of an unregistered class": with_ping_text(
+        {"$type": "object", "class": "os.system", "$value": {}}
+    ),
     "nested object without a class": with_ping_text({"$type": "object", "$value": {}}),
     "nested object with a body that is not an object": with_ping_text(
         {"$type": "object", "class": "testapp.Address", "$value": ["a", "b"]}
@@ -634,7 +647,9 @@ MALFORMED = {
     "malformed float": with_ping_text({"$type": "float", "$value": "lots"}),
     "set of unhashable items": with_ping_text({"$type": "set", "$value": [[1]]}),
     "dict pair of three": with_ping_text({"$type": "dict", "$value": [[1, 2, 3]]}),
-    "model body without fields": with_ping_text({"$type": "object", "class": "testapp.Article", "$value": {}}),
+    "model body without fields": with_ping_text(
+        {"$type": "object", "class": "testapp.Article", "$value": {}}
+    ),
     "model body with an unknown field": with_ping_text(
         {"$type": "object", "class": "testapp.Article", "$value": {"fields": {"evil": 1}, "adding": True}}
     ),
@@ -642,7 +657,9 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("payload", MALFORMED.values(), ids=MALFORMED.keys())
-def test_a_malformed_envelope_raises_decoding_failed_and_imports_nothing(payload: Any, no_imports: None) -> None:
+def test_a_malformed_envelope_raises_decoding_failed_and_imports_nothing(
+    payload: Any, no_imports: None
+) -> None:
     with pytest.raises(MessageDecodingFailed):
         decode_envelope(payload)
 

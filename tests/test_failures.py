@@ -159,6 +159,17 @@ class TestPoison:
         assert failed.tries == 1, "poison is never retried"
         assert Effect.objects.filter(message_id=good.message_id).exists()
 
+    def test_an_oversized_envelope_is_poison(self, broker, settings):
+        settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 500}
+        envelope = Envelope(Ping(text="x" * 1000))
+        enqueue_raw(PING, encode_envelope(envelope))
+
+        drain(fail_fast=False)
+
+        failed = FailedMessage.objects.get(message_id=envelope.message_id)
+        assert "MAX_MESSAGE_SIZE" in failed.error
+        assert not Effect.objects.filter(message_id=envelope.message_id).exists()
+
     def test_a_message_of_another_type_sent_to_a_handler_is_poison(self, broker):
         envelope = Envelope(Flaky(text="wrong actor"))
         enqueue_raw(PING, encode_envelope(envelope))

@@ -104,7 +104,9 @@ def test_stamp_types_holds_exactly_the_sent_stamps() -> None:
         (timedelta(seconds=-5), 0),
     ],
 )
-def test_delay_stamp_milliseconds_truncates_and_never_goes_negative(delay: timedelta, milliseconds: int) -> None:
+def test_delay_stamp_milliseconds_truncates_and_never_goes_negative(
+    delay: timedelta, milliseconds: int
+) -> None:
     assert DelayStamp(delay).milliseconds == milliseconds
 
 

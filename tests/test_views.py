@@ -152,6 +152,22 @@ class TestInput:
         assert envelope.message == RenameArticle(title="Arrakis")
         assert envelope.last(OperationStamp).lookup == {"pk": str(article.pk)}
 
+    def test_a_patch_missing_fields_the_dto_needs_is_400_not_500(self, api_client, broker, article):
+        response = api_client.patch(f"/renamed-articles/{article.pk}/", {}, format="json")
+
+        assert response.status_code == 400
+        assert "non_field_errors" in response.json()
+        assert queued(broker) == []
+
+    def test_input_dto_delete_carries_the_remove_stamp(self, api_client, broker, article):
+        response = api_client.delete(f"/renamed-articles/{article.pk}/", {"title": "gone"}, format="json")
+
+        assert_empty_202(response)
+        envelope = only_envelope(broker)
+        assert envelope.message == RenameArticle(title="gone")
+        assert envelope.last(RemoveStamp) is not None
+        assert envelope.last(OperationStamp).lookup == {"pk": str(article.pk)}
+
     def test_input_dto_is_validated(self, api_client, broker, article):
         response = api_client.put(f"/renamed-articles/{article.pk}/", {}, format="json")
 
@@ -209,6 +225,17 @@ class TestEdge:
         response = api_client.post("/throttled-pings/", {"text": "2"}, format="json")
 
         assert response.status_code == 429
+        assert queued(broker) == []
+
+    def test_a_body_over_the_upload_limit_is_refused_not_queued(self, api_client, broker, settings):
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+        response = api_client.post(
+            "/pings/", '{"text": "%s"}' % ("x" * 5000), content_type="application/json"
+        )
+
+        assert response.status_code == 413
+        assert "detail" in response.json()
         assert queued(broker) == []
 
     def test_user_stamp_is_opt_in(self, api_client, broker, settings):

@@ -4,33 +4,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='FailedMessage',
+            name="FailedMessage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('message_id', models.UUIDField(blank=True, db_index=True, null=True)),
-                ('broker_message_id', models.CharField(blank=True, max_length=64)),
-                ('message_type', models.CharField(blank=True, max_length=255)),
-                ('handler', models.CharField(db_index=True, max_length=255)),
-                ('queue_name', models.CharField(blank=True, max_length=255)),
-                ('payload', models.JSONField(blank=True, help_text='The envelope as sent.', null=True)),
-                ('error', models.TextField()),
-                ('traceback', models.TextField(blank=True)),
-                ('tries', models.PositiveIntegerField(default=1)),
-                ('first_failed_at', models.DateTimeField()),
-                ('last_failed_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("message_id", models.UUIDField(blank=True, db_index=True, null=True)),
+                ("broker_message_id", models.CharField(blank=True, max_length=64)),
+                ("message_type", models.CharField(blank=True, max_length=255)),
+                ("handler", models.CharField(db_index=True, max_length=255)),
+                ("queue_name", models.CharField(blank=True, max_length=255)),
+                ("payload", models.JSONField(blank=True, help_text="The envelope as sent.", null=True)),
+                ("error", models.TextField()),
+                ("traceback", models.TextField(blank=True)),
+                ("tries", models.PositiveIntegerField(default=1)),
+                ("first_failed_at", models.DateTimeField()),
+                ("last_failed_at", models.DateTimeField()),
             ],
             options={
-                'verbose_name': 'failed message',
-                'verbose_name_plural': 'failed messages',
-                'ordering': ['-last_failed_at', '-id'],
+                "verbose_name": "failed message",
+                "verbose_name_plural": "failed messages",
+                "ordering": ["-last_failed_at", "-id"],
             },
         ),
     ]

@@ -9,11 +9,12 @@ import os
 from tests.settings import *  # noqa: F403
 
 DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F405
+DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
 
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
     "OPTIONS": {
-        "url": os.environ.get("MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672")
+        "url": os.environ.get("MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
         + "?heartbeat=30&blocked_connection_timeout=10",
         "confirm_delivery": True,
     },

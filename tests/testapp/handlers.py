@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from django.http import HttpResponse
 
 from django_messenger import Envelope, handler
 from django_messenger.stamps import OperationStamp, RemoveStamp
 
-from .messages import Compute, Everything, Flaky, Ping, PlainGreeting, RenameArticle, Shout
+from .messages import Compute, Everything, Flaky, Ping, PlainGreeting, RenameArticle, Shout, Work
 from .models import Article, Effect
 
 received: list[Envelope] = []
@@ -75,3 +77,13 @@ def flaky(message: Flaky, envelope: Envelope) -> None:
     if not Effect.objects.filter(handler="fixed", payload__text=message.text).exists():
         raise NotFixedYet(f"{message.text} is not fixed yet")
     Effect.objects.create(handler="flaky", message_id=envelope.message_id, payload={"text": message.text})
+
+
+@handler
+def work(message: Work, envelope: Envelope) -> None:
+    if message.sleep_ms >= 1000:
+        Effect.objects.create(
+            handler="work-started", message_id=envelope.message_id, payload={"n": message.n}
+        )
+    time.sleep(message.sleep_ms / 1000)
+    Effect.objects.create(handler="work", message_id=envelope.message_id, payload={"n": message.n})

@@ -79,3 +79,11 @@ class Flaky:
     """Its handler fails until a "fixed" Effect row names its text."""
 
     text: str
+
+
+@dataclass
+class Work:
+    """A unit of work that takes ``sleep_ms``; its handler records its start and its end."""
+
+    n: int
+    sleep_ms: int = 0

@@ -1,0 +1,49 @@
+"""Publishing straight to RabbitMQ from a test, the way a web process would (or would not)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pika
+from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+from django_messenger.encoding import encode_envelope
+from django_messenger.envelope import Envelope
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672"
+
+
+def envelope_message(queue_name: str, actor_name: str, message: Any) -> tuple[Envelope, Message[Any]]:
+    """A Dramatiq message carrying ``message`` in messenger's wire format."""
+    envelope = Envelope(message)
+    dramatiq_message: Message[Any] = Message(
+        queue_name=queue_name, actor_name=actor_name, args=(encode_envelope(envelope),), kwargs={}, options={}
+    )
+    return envelope, dramatiq_message
+
+
+def confirming_broker(queue_name: str) -> RabbitmqBroker:
+    """A RabbitMQ broker with publisher confirms that has ``queue_name`` declared as Dramatiq does."""
+    broker = RabbitmqBroker(url=AMQP_URL, confirm_delivery=True, middleware=[])
+    broker.declare_queue(queue_name)
+    return broker
+
+
+def publish_raw(queue_name: str, body: bytes) -> None:
+    """Put ``body`` on ``queue_name`` as it is: no Dramatiq, no messenger."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", queue_name, body, pika.BasicProperties(delivery_mode=2), mandatory=True)
+    finally:
+        connection.close()
+
+
+def queue_depth(queue_name: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        return int(connection.channel().queue_declare(queue_name, passive=True).method.message_count)
+    finally:
+        connection.close()

@@ -1,0 +1,182 @@
+"""The MESSENGER setting: defaults, merging, reloading."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from django_messenger import conf
+from django_messenger.conf import DEFAULTS, SYNC_TRANSPORT, MessengerSettings, messenger_settings, on_reload
+
+
+def test_every_key_has_a_default_when_messenger_is_not_set(settings: Any) -> None:
+    # Given no MESSENGER setting at all
+    del settings.MESSENGER
+
+    # Then every property answers its default
+    assert messenger_settings.DEFAULT_TRANSPORT == "async"
+    assert messenger_settings.ROUTING == {}
+    assert messenger_settings.TRANSPORTS == {"async": {"queue_name": "default"}}
+    assert messenger_settings.PUBLISH_TIMEOUT == 5.0
+    assert messenger_settings.CONFIRM_DELIVERY is True
+    assert messenger_settings.RETRY_AFTER == 5
+    assert messenger_settings.MAX_MESSAGE_SIZE == 1024 * 1024
+    assert messenger_settings.USER_STAMP is False
+
+
+@pytest.mark.parametrize("value", [None, {}])
+def test_an_empty_messenger_setting_means_the_defaults(settings: Any, value: Any) -> None:
+    settings.MESSENGER = value
+
+    assert DEFAULTS["DEFAULT_TRANSPORT"] == messenger_settings.DEFAULT_TRANSPORT
+    assert DEFAULTS["TRANSPORTS"] == messenger_settings.TRANSPORTS
+
+
+def test_the_sync_transport_is_named_sync() -> None:
+    assert SYNC_TRANSPORT == "sync"
+
+
+def test_each_key_is_read_from_the_setting(settings: Any) -> None:
+    settings.MESSENGER = {
+        "DEFAULT_TRANSPORT": "sync",
+        "ROUTING": {"testapp.*": "async"},
+        "PUBLISH_TIMEOUT": 1.5,
+        "CONFIRM_DELIVERY": False,
+        "RETRY_AFTER": 30,
+        "MAX_MESSAGE_SIZE": 2048,
+        "USER_STAMP": True,
+    }
+
+    assert messenger_settings.DEFAULT_TRANSPORT == "sync"
+    assert messenger_settings.ROUTING == {"testapp.*": "async"}
+    assert messenger_settings.PUBLISH_TIMEOUT == 1.5
+    assert messenger_settings.CONFIRM_DELIVERY is False
+    assert messenger_settings.RETRY_AFTER == 30
+    assert messenger_settings.MAX_MESSAGE_SIZE == 2048
+    assert messenger_settings.USER_STAMP is True
+
+
+def test_values_are_coerced_to_their_types(settings: Any) -> None:
+    settings.MESSENGER = {"PUBLISH_TIMEOUT": 2, "RETRY_AFTER": "7", "CONFIRM_DELIVERY": 0}
+
+    assert messenger_settings.PUBLISH_TIMEOUT == 2.0
+    assert isinstance(messenger_settings.PUBLISH_TIMEOUT, float)
+    assert messenger_settings.RETRY_AFTER == 7
+    assert messenger_settings.CONFIRM_DELIVERY is False
+
+
+def test_a_messenger_setting_that_is_not_a_dict_raises(settings: Any) -> None:
+    settings.MESSENGER = ["DEFAULT_TRANSPORT", "sync"]
+
+    with pytest.raises(TypeError, match="settings.MESSENGER must be a dict, not list"):
+        messenger_settings.DEFAULT_TRANSPORT  # noqa: B018
+
+
+# -- TRANSPORTS -----------------------------------------------------------------------
+
+
+def test_options_of_the_async_transport_merge_with_its_defaults(settings: Any) -> None:
+    settings.MESSENGER = {"TRANSPORTS": {"async": {"priority": 5}}}
+
+    assert messenger_settings.TRANSPORTS == {"async": {"queue_name": "default", "priority": 5}}
+
+
+def test_the_async_queue_name_can_be_replaced(settings: Any) -> None:
+    settings.MESSENGER = {"TRANSPORTS": {"async": {"queue_name": "messenger"}}}
+
+    assert messenger_settings.TRANSPORTS == {"async": {"queue_name": "messenger"}}
+    assert messenger_settings.queue_name("async") == "messenger"
+
+
+def test_a_new_transport_is_added_next_to_async(settings: Any) -> None:
+    settings.MESSENGER = {"TRANSPORTS": {"bulk": {"queue_name": "bulk"}, "bare": None}}
+
+    assert messenger_settings.TRANSPORTS == {
+        "async": {"queue_name": "default"},
+        "bulk": {"queue_name": "bulk"},
+        "bare": {},
+    }
+    assert messenger_settings.queue_name("bulk") == "bulk"
+    assert messenger_settings.queue_name("bare") == "default"
+
+
+def test_the_queue_of_an_unknown_transport_is_default() -> None:
+    assert messenger_settings.queue_name("nowhere") == "default"
+
+
+def test_merging_does_not_change_the_defaults_or_the_setting(settings: Any) -> None:
+    user_transports = {"async": {"queue_name": "mine"}}
+    settings.MESSENGER = {"TRANSPORTS": user_transports}
+
+    transports = messenger_settings.TRANSPORTS
+    transports["async"]["queue_name"] = "mutated"
+
+    assert DEFAULTS["TRANSPORTS"] == {"async": {"queue_name": "default"}}
+    assert user_transports == {"async": {"queue_name": "mine"}}
+    assert messenger_settings.TRANSPORTS == {"async": {"queue_name": "mine"}}
+
+
+def test_routing_is_a_copy(settings: Any) -> None:
+    settings.MESSENGER = {"ROUTING": {"*": "sync"}}
+
+    messenger_settings.ROUTING["*"] = "mutated"
+
+    assert messenger_settings.ROUTING == {"*": "sync"}
+
+
+# -- reloading ------------------------------------------------------------------------
+
+
+def test_the_settings_reload_when_messenger_changes(settings: Any) -> None:
+    # Given a value read (and cached) from the setting
+    settings.MESSENGER = {"RETRY_AFTER": 1}
+    assert messenger_settings.RETRY_AFTER == 1
+
+    # When the setting changes
+    settings.MESSENGER = {"RETRY_AFTER": 2}
+
+    # Then the new value is read
+    assert messenger_settings.RETRY_AFTER == 2
+
+
+def test_an_unrelated_setting_change_keeps_the_cache(settings: Any) -> None:
+    messenger_settings.DEFAULT_TRANSPORT  # noqa: B018  (fills the cache)
+    cached = messenger_settings.__dict__["_user"]
+
+    settings.DEBUG = not settings.DEBUG
+
+    assert messenger_settings.__dict__.get("_user") is cached
+
+
+def test_values_are_cached_until_reload() -> None:
+    fresh = MessengerSettings()
+    fresh.DEFAULT_TRANSPORT  # noqa: B018
+    first = fresh.__dict__["_user"]
+
+    assert fresh._user is first
+    fresh.reload()
+    assert "_user" not in fresh.__dict__
+
+
+def test_reload_callbacks_run_when_messenger_changes(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a callback registered for reloads
+    calls: list[str] = []
+    monkeypatch.setattr(conf, "_reload_callbacks", list(conf._reload_callbacks))
+    on_reload(lambda: calls.append("reloaded"))
+
+    # When MESSENGER changes, and then another setting
+    settings.MESSENGER = {"DEFAULT_TRANSPORT": "sync"}
+    settings.DEBUG = not settings.DEBUG
+
+    # Then it ran once, for MESSENGER only
+    assert calls == ["reloaded"]
+
+
+def test_on_reload_returns_the_callback_for_use_as_a_decorator(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conf, "_reload_callbacks", [])
+
+    def callback() -> None: ...
+
+    assert on_reload(callback) is callback
+    assert conf._reload_callbacks == [callback]
