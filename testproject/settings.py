@@ -1,6 +1,7 @@
 """Settings of the demo project.
 
-Out of the box it needs no service: SQLite in ``testproject/db.sqlite3`` and the
+Out of the box it needs no service: SQLite in ``testproject/db.sqlite3`` (or the file
+``DEMO_SQLITE_PATH`` names) and the
 ``sync`` transport, which runs handlers inside the request. Environment variables
 switch it to the real thing:
 
@@ -80,7 +81,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": BASE_DIR / "db.sqlite3",
+            "NAME": os.environ.get("DEMO_SQLITE_PATH", BASE_DIR / "db.sqlite3"),
         }
     }
 

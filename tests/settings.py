@@ -20,6 +20,8 @@ INSTALLED_APPS = [
     "django_dramatiq",
     "django_messenger",
     "tests.testapp",
+    "testproject.accounts",
+    "testproject.library",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -58,6 +58,8 @@ def run_worker(broker: Any) -> Callable[[], None]:
             worker.join()
         finally:
             worker.stop()
+            # A Worker adds a middleware of its own to the broker: drop it with the worker.
+            broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
 
     return run
 

@@ -87,6 +87,10 @@ def ids(errors: list[checks.CheckMessage]) -> list[str]:
     return [error.id for error in errors]
 
 
+def only_errors(messages: list[checks.CheckMessage]) -> list[checks.CheckMessage]:
+    return [message for message in messages if message.is_serious()]
+
+
 @pytest.fixture
 def scratch() -> Iterator[Callable[[Callable[..., Any]], Handler]]:
     """Forget, after the test, the handlers and actors it registered; yields ``handler_of(fn)``."""
@@ -254,15 +258,17 @@ def test_e007_a_handler_with_an_actor_option_the_broker_does_not_know(scratch: A
     assert "no_such_option" in errors[0].msg
 
 
-# -- E004 / E008: the broker ------------------------------------------------------------
+# -- E004 / W001 / W002 / E008: the broker ----------------------------------------------
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672"
 
 
 @pytest.fixture
 def rabbitmq(monkeypatch: pytest.MonkeyPatch) -> Callable[..., RabbitmqBroker]:
     """Make the registry's broker a RabbitmqBroker (it connects only when used; it is not used)."""
 
-    def install(*, confirm_delivery: bool) -> RabbitmqBroker:
-        broker = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:5672", confirm_delivery=confirm_delivery)
+    def install(*, confirm_delivery: bool, url: str = RABBITMQ_URL) -> RabbitmqBroker:
+        broker = RabbitmqBroker(url=url, confirm_delivery=confirm_delivery)
         monkeypatch.setattr(registry, "_broker", broker)
         return broker
 
@@ -272,7 +278,7 @@ def rabbitmq(monkeypatch: pytest.MonkeyPatch) -> Callable[..., RabbitmqBroker]:
 def test_e004_a_rabbitmq_broker_without_confirms(rabbitmq: Any) -> None:
     rabbitmq(confirm_delivery=False)
 
-    errors = check_broker()
+    errors = only_errors(check_broker())
 
     assert ids(errors) == ["django_messenger.E004"]
     assert errors[0].obj == "DRAMATIQ_BROKER"
@@ -284,16 +290,42 @@ def test_no_e004_when_the_user_accepts_at_most_once(rabbitmq: Any, settings: Any
     settings.MESSENGER = {"CONFIRM_DELIVERY": False}
     rabbitmq(confirm_delivery=False)
 
-    assert check_broker() == []
+    assert only_errors(check_broker()) == []
 
 
 def test_no_e004_for_a_rabbitmq_broker_with_confirms(rabbitmq: Any) -> None:
     rabbitmq(confirm_delivery=True)
 
-    assert check_broker() == []
+    assert only_errors(check_broker()) == []
 
 
 def test_no_e004_for_the_stub_broker() -> None:
+    assert check_broker() == []
+
+
+def test_w001_a_rabbitmq_broker_with_heartbeats_off(rabbitmq: Any) -> None:
+    rabbitmq(confirm_delivery=True, url=f"{RABBITMQ_URL}?heartbeat=0&blocked_connection_timeout=10")
+
+    warnings = check_broker()
+
+    assert ids(warnings) == ["django_messenger.W001"]
+    assert warnings[0].level == checks.WARNING
+    assert "heartbeat" in warnings[0].hint
+
+
+def test_w002_a_rabbitmq_broker_without_blocked_connection_timeout(rabbitmq: Any) -> None:
+    rabbitmq(confirm_delivery=True, url=f"{RABBITMQ_URL}?heartbeat=30")
+
+    warnings = check_broker()
+
+    assert ids(warnings) == ["django_messenger.W002"]
+    assert warnings[0].level == checks.WARNING
+    assert "blocked_connection_timeout" in warnings[0].hint
+
+
+def test_a_well_configured_rabbitmq_broker_passes(rabbitmq: Any) -> None:
+    rabbitmq(confirm_delivery=True, url=f"{RABBITMQ_URL}?heartbeat=30&blocked_connection_timeout=10")
+
     assert check_broker() == []
 
 

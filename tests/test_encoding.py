@@ -685,28 +685,16 @@ def test_resolve_of_an_importable_name_does_not_import_it(no_imports: None) -> N
         registry.resolve("json.loads")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_envelope lets decimal.InvalidOperation (an ArithmeticError) escape",
-)
 def test_a_malformed_decimal_raises_decoding_failed() -> None:
     with pytest.raises(MessageDecodingFailed):
         decode_envelope(with_ping_text({"$type": "decimal", "$value": "not a number"}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_envelope lets OverflowError (an ArithmeticError) escape",
-)
 def test_an_out_of_range_timedelta_raises_decoding_failed() -> None:
     with pytest.raises(MessageDecodingFailed):
         decode_envelope(with_ping_text({"$type": "timedelta", "$value": [10**10, 0, 0]}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_envelope lets RecursionError escape for deeply nested (but valid) JSON",
-)
 def test_a_deeply_nested_body_raises_decoding_failed() -> None:
     # Given a body that json.loads reads without trouble
     depth = 600

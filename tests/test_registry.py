@@ -318,20 +318,32 @@ def test_an_actor_name_taken_by_a_plain_dramatiq_actor_is_an_error(scratch: Any)
     assert "already taken" in scratch(on_order).error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: register() adds a handler to _by_type before binding it; one whose actor could not be "
-    "declared (duplicate name, bad option) is still returned by handlers_for",
-)
 def test_a_handler_whose_actor_could_not_be_declared_is_not_dispatched_to(scratch: Any) -> None:
+    # Given a handler refused for its duplicate actor name
     @handler(actor_name="tests.taken")
     def first(message: Order) -> None: ...
 
     @handler(actor_name="tests.taken")
     def second(message: Refund) -> None: ...
 
+    # Then its type has no handler to dispatch to (the system checks report it)
     assert scratch(second).error is not None
     assert not registry.has_handlers(Refund)
+    with pytest.raises(NoHandlerForMessage):
+        registry.handlers_for(Refund)
+
+
+def test_a_refused_handler_leaves_the_other_handlers_of_its_type(scratch: Any) -> None:
+    # Given a good handler of Order and one refused for an unknown actor option
+    @handler
+    def good(message: Order) -> None: ...
+
+    @handler(no_such_option=1)
+    def refused(message: Order) -> None: ...
+
+    # Then only the good one is dispatched to
+    assert scratch(refused).error is not None
+    assert registry.handlers_for(Order) == (scratch(good),)
 
 
 # -- actor options ------------------------------------------------------------------

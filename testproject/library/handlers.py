@@ -15,6 +15,9 @@ def persist_book(message: Book, envelope: Envelope) -> None:
     - PATCH: only the fields the request set are written (``OperationStamp.fields``),
       so two concurrent PATCHes of different fields do not undo each other.
     - PUT: the whole row is written.
+
+    Updates are UPDATE statements, so a redelivered message writes the same values
+    again and a late update of a deleted book changes nothing.
     """
     if envelope.last(RemoveStamp) is not None:
         Book.objects.filter(pk=message.pk).delete()
@@ -23,6 +26,9 @@ def persist_book(message: Book, envelope: Envelope) -> None:
     else:
         operation = envelope.last(OperationStamp)
         if operation is not None and operation.operation == "partial_update":
-            message.save(update_fields=list(operation.fields))
+            names = operation.fields
         else:
-            message.save()
+            names = tuple(field.name for field in Book._meta.concrete_fields if not field.primary_key)
+        # An UPDATE, never an INSERT: a PUT that arrives after the DELETE does not bring the book back.
+        attnames = (Book._meta.get_field(name).attname for name in names)
+        Book.objects.filter(pk=message.pk).update(**{name: getattr(message, name) for name in attnames})

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from . import views
@@ -12,4 +12,8 @@ router.register("renamed-articles", views.RenameArticleViewSet, basename="rename
 router.register("private-pings", views.PrivatePingViewSet, basename="private-ping")
 router.register("throttled-pings", views.ThrottledPingViewSet, basename="throttled-ping")
 
-urlpatterns = [path("delayed-pings/", views.DelayedPingView.as_view()), *router.urls]
+urlpatterns = [
+    path("delayed-pings/", views.DelayedPingView.as_view()),
+    path("demo/", include("testproject.urls")),
+    *router.urls,
+]
