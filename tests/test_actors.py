@@ -215,6 +215,36 @@ def test_the_worker_goes_on_after_a_poison_message(
     assert len(broker.dead_letters) == 1
 
 
+def test_an_envelope_over_max_message_size_is_dead_lettered_without_retry(
+    broker: Any, received: list[Envelope], run_worker: Callable[[], None], settings: Any
+) -> None:
+    # Given a 1 KiB limit, and a greeting well over it
+    settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 1024}
+    actor_of(PlainGreeting).send(payload_of(PlainGreeting("x" * 2048)))
+
+    # When a worker processes it
+    run_worker()
+
+    # Then the handler never ran and the message is a dead letter
+    assert received == []
+    [dead] = broker.dead_letters
+    assert dead.options.get("retries", 0) == 0
+    with pytest.raises(MessageDecodingFailed, match="MAX_MESSAGE_SIZE"):
+        broker.join("default", fail_fast=True)
+
+
+def test_an_envelope_under_max_message_size_is_handled(
+    broker: Any, received: list[Envelope], run_worker: Callable[[], None], settings: Any
+) -> None:
+    settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 1024}
+    actor_of(PlainGreeting).send(payload_of(PlainGreeting("x" * 512)))
+
+    run_worker()
+
+    assert [envelope.message for envelope in received] == [PlainGreeting("x" * 512)]
+    assert broker.dead_letters == []
+
+
 # -- the fan-out actor -------------------------------------------------------------------
 
 
@@ -242,6 +272,15 @@ def test_a_fan_out_sends_the_payload_on_to_each_handlers_actor(broker: Any) -> N
         "tests.testapp.handlers.shout_two",
     ]
     assert all(message.args == (payload,) for message in messages)
+
+
+def test_a_fan_out_over_max_message_size_sends_nothing_on(broker: Any, settings: Any) -> None:
+    settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 1024}
+
+    with pytest.raises(MessageDecodingFailed, match="MAX_MESSAGE_SIZE"):
+        fanout_actor("default")(payload_of(Shout("x" * 2048)))
+
+    assert queued(broker) == []
 
 
 @pytest.mark.parametrize(

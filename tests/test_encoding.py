@@ -728,6 +728,30 @@ def test_an_unsupported_value_raises_encoding_failed_naming_its_type(value: Any,
         encode_value(value)
 
 
+class Slotted:
+    """A plain class whose instances have no __dict__."""
+
+    __slots__ = ("name",)
+    messenger_name = "tests.slotted"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: _Codec.encode calls vars(obj); a plain class with __slots__ raises a bare TypeError "
+    "('vars() argument must have __dict__ attribute') instead of MessageEncodingFailed naming the class",
+)
+def test_a_plain_class_with_slots_raises_encoding_failed_naming_it() -> None:
+    registry.register_type(Slotted)
+    try:
+        with pytest.raises(MessageEncodingFailed, match="Slotted"):
+            encode_envelope(Envelope(Slotted("Ada")))
+    finally:
+        registry._names.pop(registry._types.pop("tests.slotted"), None)
+
+
 def test_an_unsupported_value_deep_in_a_message_fails_the_whole_encoding() -> None:
     envelope = Envelope(Ping(text=[1, {"a": (2, object())}]))  # type: ignore[arg-type]
 

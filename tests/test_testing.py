@@ -218,6 +218,34 @@ def test_drain_without_fail_fast_leaves_the_failure_in_the_dead_letters(broker: 
     assert Effect.objects.get().payload == {"text": "still handled"}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_drain_raises_only_failures_of_this_drain(broker: Any, scratch: Any) -> None:
+    # Given a failure left in the dead letters by an earlier drain
+    @handler(max_retries=0)
+    def explode(message: Explode) -> None:
+        raise Boom(message.reason)
+
+    bus.dispatch(Explode("earlier"))
+    drain(fail_fast=False)
+    assert len(broker.dead_letters) == 1
+
+    # When a later drain processes a good message
+    bus.dispatch(Ping("fine"))
+    drain()
+
+    # Then it did not raise the old failure, and the message was handled
+    assert Effect.objects.get().payload == {"text": "fine"}
+
+
+def test_drain_leaves_the_brokers_middleware_as_it_found_it(broker: Any) -> None:
+    middleware = list(broker.middleware)
+
+    drain()
+    drain()
+
+    assert broker.middleware == middleware
+
+
 def test_drain_with_nothing_queued_returns(broker: Any) -> None:
     drain()
 

@@ -67,16 +67,24 @@ class Process:
             os.killpg(self.popen.pid, signum)
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM the process group, then SIGKILL it if it is still there after ``timeout``."""
+        """SIGTERM the main process (it stops its children, as dramatiq and gunicorn do),
+        then SIGKILL the whole group if it is still there after ``timeout``.
+
+        Only the main process gets the SIGTERM: dramatiq treats a second SIGTERM in a
+        worker process as "kill now", so signalling the group would cut handlers short.
+        """
         if self.stopped:
             return self.popen.returncode
         self.stopped = True
-        self.signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.popen.pid, signal.SIGTERM)
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             return None
+        finally:
+            self.signal(signal.SIGKILL)  # any child left behind
 
     def kill(self) -> None:
         self.stopped = True

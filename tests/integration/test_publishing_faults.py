@@ -170,6 +170,23 @@ def test_a_published_message_is_in_the_queue(
     assert dq_name(queue) in publisher.broker.get_declared_delay_queues()
 
 
+def test_without_confirms_the_message_is_still_sent(
+    queue: str, make_publisher: Callable[..., ConfirmingPublisher]
+) -> None:
+    # Given a broker without publisher confirms (at-most-once, knowingly)
+    publisher = ConfirmingPublisher(RabbitmqBroker(url=RABBITMQ_URL), TIMEOUT)
+    try:
+        # When a message is published, Then it reaches the queue
+        message = a_message(queue)
+        publisher.publish(message)
+        deadline = time.monotonic() + 5
+        while (taken := take(queue)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert taken is not None and taken[1].message_id == message.message_id
+    finally:
+        publisher.close()
+
+
 def test_the_connection_is_reused(
     proxy: FaultProxy, queue: str, make_publisher: Callable[..., ConfirmingPublisher]
 ) -> None:

@@ -1,0 +1,158 @@
+"""Poison messages published straight to RabbitMQ, and `messenger_failed` against a real worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from dramatiq import Message
+
+from django_messenger.models import FailedMessage
+from tests.testapp.messages import Flaky, Ping
+from tests.testapp.models import Effect
+
+from .conftest import delete_queues
+from .processes import ROOT, Process, start_worker, wait_for
+from .rabbit import confirming_broker, envelope_message, publish_raw, queue_depth
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PING = "tests.testapp.handlers.handle"
+FLAKY = "tests.testapp.handlers.flaky"
+
+
+@pytest.fixture
+def own_queue(rabbitmq: str) -> Iterator[str]:
+    name = f"messenger-poison-{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_queues(name)
+
+
+@pytest.fixture
+def own_worker(own_queue, process_env, log_dir) -> Iterator[tuple[Process, dict[str, str]]]:
+    env = {**process_env, "MESSENGER_QUEUE": own_queue}
+    worker = start_worker(env, log_dir, queues=[own_queue], processes=1, threads=2)
+    yield worker, env
+    worker.stop()
+
+
+def dramatiq_body(queue: str, actor: str, payload: object) -> bytes:
+    message: Message[object] = Message(
+        queue_name=queue, actor_name=actor, args=(payload,), kwargs={}, options={}
+    )
+    return message.encode()
+
+
+def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(own_queue, own_worker):
+    worker, _ = own_worker
+    envelope_id = str(uuid.uuid4())
+    poison = {
+        "unknown type": dramatiq_body(
+            own_queue, PING, {"v": 1, "id": envelope_id, "type": "os.system", "body": {}, "stamps": []}
+        ),
+        "body that does not fit": dramatiq_body(
+            own_queue,
+            PING,
+            {"v": 1, "id": str(uuid.uuid4()), "type": "testapp.Ping", "body": {"x": 1}, "stamps": []},
+        ),
+        "oversized": dramatiq_body(
+            own_queue,
+            PING,
+            {
+                "v": 1,
+                "id": str(uuid.uuid4()),
+                "type": "testapp.Ping",
+                "body": {"text": "x" * 1_100_000},
+                "stamps": [],
+            },
+        ),
+        "unknown actor": dramatiq_body(
+            own_queue,
+            "os.system",
+            {"v": 1, "id": str(uuid.uuid4()), "type": "testapp.Ping", "body": {}, "stamps": []},
+        ),
+        "malformed JSON": b'{"queue_name": "not json',
+    }
+    # Given each kind of bad message published straight to the queue
+    for body in poison.values():
+        publish_raw(own_queue, body)
+
+    # When a good message is sent after them
+    broker = confirming_broker(own_queue)
+    try:
+        good, message = envelope_message(own_queue, PING, Ping(text="after the poison"))
+        broker.enqueue(message)
+    finally:
+        broker.close()
+
+    # Then the good one is handled, and every bad one sits in the dead letters
+    wait_for(lambda: Effect.objects.filter(message_id=good.message_id).exists(), what="the good message")
+    wait_for(lambda: queue_depth(f"{own_queue}.XQ") == len(poison), what="every poison message dead-lettered")
+    # ... with its error: in the failure store (or, for bytes that are not even JSON, the worker's log)
+    stored = wait_for(lambda: FailedMessage.objects.count() == 4 and list(FailedMessage.objects.all()))
+    assert all(failed.tries == 1 for failed in stored)
+    errors = sorted(failed.error for failed in stored)
+    assert sum("Unknown message type 'os.system'" in error for error in errors) == 1
+    assert sum("no field(s) ['x']" in error for error in errors) == 1
+    assert sum("MAX_MESSAGE_SIZE" in error for error in errors) == 1
+    assert sum("ActorNotFound" in error for error in errors) == 1
+    assert "Failed to decode message" in worker.log()
+
+
+def messenger_failed(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", "messenger_failed", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_messenger_failed_end_to_end(own_queue, own_worker):
+    _, env = own_worker
+    # Given a message whose handler fails on every try
+    broker = confirming_broker(own_queue)
+    try:
+        envelope, message = envelope_message(own_queue, FLAKY, Flaky(text="e2e"))
+        broker.enqueue(message)
+        doomed, message = envelope_message(own_queue, FLAKY, Flaky(text="doomed"))
+        broker.enqueue(message)
+    finally:
+        broker.close()
+    wait_for(lambda: FailedMessage.objects.count() == 2, what="both failures to be stored")
+    message_id = str(envelope.message_id)
+
+    # list
+    listing = messenger_failed(env, "list")
+    assert listing.returncode == 0, listing.stderr
+    assert message_id in listing.stdout and FLAKY in listing.stdout and "NotFixedYet" in listing.stdout
+
+    # show
+    shown = messenger_failed(env, "show", message_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "Traceback (most recent call last)" in shown.stdout and '"text": "e2e"' in shown.stdout
+
+    # retry, once the cause is fixed: handled, and gone from the list
+    Effect.objects.create(handler="fixed", message_id=uuid.uuid4(), payload={"text": "e2e"})
+    retried = messenger_failed(env, "retry", message_id)
+    assert retried.returncode == 0, retried.stderr
+    wait_for(
+        lambda: Effect.objects.filter(handler="flaky", message_id=envelope.message_id).exists(), what="retry"
+    )
+    assert message_id not in messenger_failed(env, "list").stdout
+
+    # remove
+    removed = messenger_failed(env, "remove", str(doomed.message_id))
+    assert removed.returncode == 0, removed.stderr
+    assert not FailedMessage.objects.exists()
+
+    # an unknown id is an error
+    unknown = messenger_failed(env, "retry", str(uuid.uuid4()))
+    assert unknown.returncode != 0
+    assert "No failed message" in unknown.stderr
