@@ -145,7 +145,13 @@ class _Codec:
         self.cls = cls
 
     def encode(self, obj: Any) -> dict[str, Any]:
-        return {key: encode_value(value) for key, value in vars(obj).items()}
+        try:
+            attributes = vars(obj)
+        except TypeError:
+            raise MessageEncodingFailed(
+                f"{self.cls.__qualname__} has no __dict__ (it uses __slots__): make it a dataclass to send it."
+            ) from None
+        return {key: encode_value(value) for key, value in attributes.items()}
 
     def decode(self, body: dict[str, Any]) -> Any:
         obj: Any = object.__new__(self.cls)

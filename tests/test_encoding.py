@@ -738,11 +738,6 @@ class Slotted:
         self.name = name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Codec.encode calls vars(obj); a plain class with __slots__ raises a bare TypeError "
-    "('vars() argument must have __dict__ attribute') instead of MessageEncodingFailed naming the class",
-)
 def test_a_plain_class_with_slots_raises_encoding_failed_naming_it() -> None:
     registry.register_type(Slotted)
     try:

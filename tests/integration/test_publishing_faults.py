@@ -170,9 +170,7 @@ def test_a_published_message_is_in_the_queue(
     assert dq_name(queue) in publisher.broker.get_declared_delay_queues()
 
 
-def test_without_confirms_the_message_is_still_sent(
-    queue: str, make_publisher: Callable[..., ConfirmingPublisher]
-) -> None:
+def test_without_confirms_the_message_is_still_sent(queue: str) -> None:
     # Given a broker without publisher confirms (at-most-once, knowingly)
     publisher = ConfirmingPublisher(RabbitmqBroker(url=RABBITMQ_URL), TIMEOUT)
     try:
