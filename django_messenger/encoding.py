@@ -149,7 +149,7 @@ class _Codec:
             attributes = vars(obj)
         except TypeError:
             raise MessageEncodingFailed(
-                f"{self.cls.__qualname__} has no __dict__ (it uses __slots__): make it a dataclass to send it."
+                f"{self.cls.__qualname__} has no __dict__ (it uses __slots__): make it a dataclass."
             ) from None
         return {key: encode_value(value) for key, value in attributes.items()}
 

@@ -57,7 +57,9 @@ def timed_post(url: str, text: str) -> tuple[requests.Response, float]:
     return response, time.monotonic() - started
 
 
-def assert_refused_in_time(response: requests.Response, elapsed: float) -> None:
+def assert_refused_in_time(response: requests.Response, elapsed: float, fault: str = "") -> None:
+    # Printed for docs/reliability.md (run with -s to see it).
+    print(f"[fault test] {fault}: {response.status_code} after {elapsed:.2f}s (timeout {PUBLISH_TIMEOUT}s)")
     assert response.status_code == 503, response.text
     assert response.json()["detail"]
     assert int(response.headers["Retry-After"]) > 0
@@ -82,7 +84,7 @@ def test_a_fault_on_an_open_connection_is_a_503_in_time_then_recovers(proxied_se
     for attempt in range(2):
         response, elapsed = timed_post(proxied_server, f"during {fault} {attempt}")
         # Then every write is refused in time, and nothing is accepted
-        assert_refused_in_time(response, elapsed)
+        assert_refused_in_time(response, elapsed, f"{fault} on an open connection, attempt {attempt}")
 
     # When the broker is reachable again, writes are accepted with no restart
     proxy.restore()
@@ -94,7 +96,7 @@ def test_a_broker_that_refuses_new_connections_is_a_503(proxied_server, proxy):
 
     response, elapsed = timed_post(proxied_server, "refused")
 
-    assert_refused_in_time(response, elapsed)
+    assert_refused_in_time(response, elapsed, "new connections reset")
 
 
 def test_a_malformed_write_is_still_a_400_while_the_broker_is_down(proxied_server, proxy):

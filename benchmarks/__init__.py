@@ -1,0 +1,1 @@
+"""Benchmarks of django-messenger (see benchmarks/README.md). Not part of the package."""

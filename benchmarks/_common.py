@@ -1,0 +1,326 @@
+"""What the benchmark scripts share: processes, RabbitMQ queues, statistics and tables."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+SETTINGS = "benchmarks.project.settings"
+DRAMATIQ_READY = "Worker process is ready for action."
+
+WRK_MISSING = (
+    "wrk is not installed. It comes from Debian's packages: `sudo apt-get install -y wrk` "
+    "(or build it from https://github.com/wg/wrk), then run this script again."
+)
+
+
+class Skip(Exception):
+    """A requirement is missing: the script prints why and exits with status 2."""
+
+
+def run_main(main: Callable[[], None]) -> None:
+    try:
+        main()
+    except Skip as exc:
+        print(f"SKIPPED: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def new_prefix() -> str:
+    return f"bench-{uuid.uuid4().hex[:8]}"
+
+
+def bench_env(prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark project process."""
+    return {
+        "DJANGO_SETTINGS_MODULE": SETTINGS,
+        "BENCH_PREFIX": prefix,
+        "BENCH_AMQP_URL": AMQP_URL,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise Skip(WRK_MISSING)
+    return path
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require_rabbitmq() -> None:
+    if not port_open(5672):
+        raise Skip("RabbitMQ is not listening on 127.0.0.1:5672 (start it: `rabbitmq-server -detached`).")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Timed out after {timeout:.0f} s waiting for {what}.")
+        time.sleep(interval)
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+_LOG_DIR = Path(tempfile.mkdtemp(prefix="django-messenger-bench-"))
+
+
+@dataclass
+class Process:
+    """A process started in a session of its own (so that its children stop with it)."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    name: str
+    stopped: bool = field(default=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log()[-4000:]}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the main process, then SIGKILL its whole process group if anything is left."""
+        if self.stopped:
+            return
+        self.stopped = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+
+_started: list[Process] = []
+
+
+def start(name: str, args: Sequence[str], env: dict[str, str]) -> Process:
+    log_path = _LOG_DIR / f"{name}-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    process = Process(popen=popen, log_path=log_path, name=name)
+    _started.append(process)
+    return process
+
+
+def stop_all() -> None:
+    for process in reversed(_started):
+        process.stop()
+    _started.clear()
+
+
+def start_gunicorn(name: str, env: dict[str, str], *, worker_class: str, workers: int = 2, threads: int = 8) -> tuple[Process, str]:
+    """gunicorn serving the benchmark project on a free loopback port; returns it and its URL."""
+    port = free_port()
+    args = [
+        PYTHON, "-m", "gunicorn", "benchmarks.project.wsgi:application",
+        "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers),
+        "--worker-class", worker_class,
+        "--threads", str(threads if worker_class == "gthread" else 1),
+        "--timeout", "60", "--graceful-timeout", "5",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    server = start(name, args, env)
+
+    def up() -> bool:
+        server.check_alive()
+        return port_open(port)
+
+    wait_for(up, timeout=60, what=f"{name} to listen")
+    return server, f"http://127.0.0.1:{port}"
+
+
+def start_dramatiq(name: str, args: Sequence[str], env: dict[str, str], processes: int) -> Process:
+    """A Dramatiq worker (``dramatiq`` or ``rundramatiq``); returns once every process is ready."""
+    worker = start(name, args, env)
+
+    def ready() -> bool:
+        worker.check_alive()
+        return worker.log().count(DRAMATIQ_READY) >= processes
+
+    wait_for(ready, timeout=90, what=f"{name} to be ready")
+    return worker
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from /proc)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+                for child in text.split():
+                    found.append(int(child))
+                    found.extend(children(int(child)))
+    return found
+
+
+def rss_mib(pid: int) -> float | None:
+    """VmRSS of ``pid`` in MiB, or None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+# -- RabbitMQ ---------------------------------------------------------------------------
+
+
+def amqp_channel() -> tuple[Any, Any]:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    return connection, connection.channel()
+
+
+def all_queue_names(queues: Iterable[str]) -> list[str]:
+    """``queues`` with the delay and dead-letter queues Dramatiq declares beside each."""
+    return [name for queue in queues for name in (queue, f"{queue}.DQ", f"{queue}.XQ")]
+
+
+def purge(queues: Iterable[str]) -> None:
+    import pika.exceptions
+
+    connection, _ = amqp_channel()
+    try:
+        for queue in all_queue_names(queues):
+            channel = connection.channel()
+            try:
+                channel.queue_purge(queue)
+            except pika.exceptions.ChannelClosedByBroker:  # not declared (yet)
+                continue
+            channel.close()
+    finally:
+        connection.close()
+
+
+def delete_queues(queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
+    connection, channel = amqp_channel()
+    try:
+        for queue in all_queue_names(queues):
+            channel.queue_delete(queue)
+        for exchange in exchanges:
+            channel.exchange_delete(exchange)
+    finally:
+        connection.close()
+
+
+def queue_depth(channel: Any, queue: str) -> int:
+    return int(channel.queue_declare(queue, passive=True).method.message_count)
+
+
+# -- numbers and tables -----------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
+    if not values:
+        return "-"
+    return f"{fmt.format(min(values))}–{fmt.format(max(values))}"
+
+
+def ratio_band(numerators: Sequence[float], denominators: Sequence[float]) -> tuple[float, str]:
+    """Median ratio of two variants and its noise band: the min–max of the per-round ratios."""
+    per_round = [n / d for n, d in zip(numerators, denominators, strict=False) if d]
+    if not per_round:
+        return float("nan"), "-"
+    return median(numerators) / median(denominators), f"{min(per_round):.2f}–{max(per_round):.2f}"
+
+
+def verdict(value: float, target: float, *, lower_is_better: bool = False) -> str:
+    if value != value:  # NaN
+        return "n/a"
+    met = value <= target if lower_is_better else value >= target
+    return "met" if met else "NOT met"
+
+
+def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A Markdown table (so it pastes into docs/performance.md as it is)."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    sys.stdout.flush()
+
+
+def machine_info() -> str:
+    import django
+    import dramatiq
+    import pika
+
+    rabbit = "?"
+    with contextlib.suppress(Exception):
+        connection, _ = amqp_channel()
+        rabbit = connection._impl.server_properties.get("version", b"?")
+        rabbit = rabbit.decode() if isinstance(rabbit, bytes) else str(rabbit)
+        connection.close()
+    return (
+        f"nproc {os.cpu_count()}, Python {platform.python_version()}, Django {django.get_version()}, "
+        f"Dramatiq {dramatiq.__version__}, pika {pika.__version__}, RabbitMQ {rabbit}"
+    )

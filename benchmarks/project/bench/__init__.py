@@ -1,0 +1,1 @@
+"""The benchmark app: one message type, its no-op handler, and the views of every variant."""

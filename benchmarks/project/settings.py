@@ -1,0 +1,87 @@
+"""Settings of the benchmark project, chosen per process by environment variables.
+
+- ``BENCH_PREFIX``: prefix of every queue this run uses (the scripts make a unique one and
+  delete the queues at the end).
+- ``BENCH_CONFIRM``: ``1`` (default) gives the Dramatiq broker ``confirm_delivery=True`` and
+  leaves ``MESSENGER["CONFIRM_DELIVERY"]`` on; ``0`` turns both off (at-most-once).
+- ``BENCH_MESSENGER``: ``0`` leaves django_messenger out of INSTALLED_APPS: a plain
+  django-dramatiq project (the worker benchmark's RSS baseline).
+- ``BENCH_E2E_UDP_PORT``: where the end-to-end handlers report when they started.
+
+Every side uses the same broker URL, options and Dramatiq middleware list; Django's own
+middleware list is empty and DRF authenticates nobody, so the views measure the layers
+under test and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+PREFIX = os.environ.get("BENCH_PREFIX", "bench")
+CONFIRM = os.environ.get("BENCH_CONFIRM", "1") == "1"
+WITH_MESSENGER = os.environ.get("BENCH_MESSENGER", "1") == "1"
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+SUFFIX = "c" if CONFIRM else "n"
+
+SECRET_KEY = "benchmarks-only"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+USE_TZ = True
+ROOT_URLCONF = "benchmarks.project.urls"
+WSGI_APPLICATION = "benchmarks.project.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "rest_framework",
+    "django_dramatiq",
+    *(["django_messenger"] if WITH_MESSENGER else []),
+    "benchmarks.project.bench",
+]
+MIDDLEWARE: list[str] = []
+
+# Nothing on the measured paths touches the database.
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+}
+
+DRAMATIQ_BROKER: dict[str, Any] = {
+    "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+    "OPTIONS": {
+        "url": f"{AMQP_URL}?heartbeat=30&blocked_connection_timeout=10",
+        "confirm_delivery": CONFIRM,
+    },
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Retries",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+    ],
+}
+
+#: The queues of this process's variants (the scripts purge and delete them by these names).
+MESSENGER_QUEUE = f"{PREFIX}-messenger-{SUFFIX}"
+RAW_QUEUE = f"{PREFIX}-raw-{SUFFIX}"
+CELERY_QUEUE = f"{PREFIX}-celery"
+
+MESSENGER = {
+    "DEFAULT_TRANSPORT": "async",
+    "TRANSPORTS": {"async": {"queue_name": MESSENGER_QUEUE}},
+    "CONFIRM_DELIVERY": CONFIRM,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}
