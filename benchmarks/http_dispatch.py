@@ -1,0 +1,216 @@
+"""HTTP dispatch: requests/s of a messenger POST endpoint against the hand-written alternatives.
+
+One run compares, on gunicorn (2 workers; ``sync``, then ``gthread`` with 8 threads) loaded by
+``wrk -t2 -c16`` on loopback, all views validating the same serializer and answering 202:
+
+  (a) bare       validate, answer 202, send nothing
+  (b) dramatiq   ``actor.send()`` by hand, broker ``confirm_delivery=True``
+  (c) dramatiq   the same, confirms off
+  (d) messenger  ``MessengerViewSet`` with confirms (messenger's default)
+  (e) messenger  confirms off (broker and ``MESSENGER["CONFIRM_DELIVERY"]``)
+  (f) celery     ``.delay()`` (no confirms: Celery's default); skipped without celery
+
+Each broker configuration is its own gunicorn (``BENCH_CONFIRM=1`` or ``0``), all started
+once and kept running; the variants are measured in interleaved rounds (the order rotates
+each round) and every queue is purged after each measurement (nobody consumes). Prints the
+median requests/s over the rounds, the min–max spread, and the ratios issue 4 names with the
+min–max of the per-round ratios as the noise band.
+
+Needs RabbitMQ on 127.0.0.1:5672 and wrk (``apt-get install -y wrk``).
+
+    python -m benchmarks.http_dispatch               # ~3 minutes
+    python -m benchmarks.http_dispatch --quick       # smoke run, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+from collections import defaultdict
+from dataclasses import dataclass
+
+from benchmarks._common import (
+    ROOT,
+    Skip,
+    bench_env,
+    delete_queues,
+    machine_info,
+    median,
+    new_prefix,
+    print_table,
+    purge,
+    ratio_band,
+    require_rabbitmq,
+    require_wrk,
+    run_main,
+    spread,
+    start_gunicorn,
+    stop_all,
+    verdict,
+)
+
+LUA = str(ROOT / "benchmarks" / "post.lua")
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    confirm: bool
+    path: str
+    queue: str | None  # the queue it fills, suffix-less (see settings.py), or None
+
+
+VARIANTS = [
+    Variant("a", "bare DRF view (no send)", True, "/bare/", None),
+    Variant("b", "dramatiq actor.send(), confirms", True, "/dramatiq/", "raw-c"),
+    Variant("c", "dramatiq actor.send(), no confirms", False, "/dramatiq/", "raw-n"),
+    Variant("d", "messenger, confirms (default)", True, "/messenger/", "messenger-c"),
+    Variant("e", "messenger, no confirms", False, "/messenger/", "messenger-n"),
+    Variant("f", "celery .delay()", True, "/celery/", "celery"),
+]
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    errors: int  # non-2xx answers and socket errors
+
+
+def run_wrk(wrk: str, url: str, *, duration: int, threads: int, connections: int) -> WrkResult:
+    out = subprocess.run(
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", LUA, url],
+        capture_output=True, text=True, timeout=duration + 30, check=True,
+    ).stdout  # fmt: skip
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if match is None:
+        raise RuntimeError(f"Unexpected wrk output:\n{out}")
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sockets:
+        # gunicorn's sync workers close every connection: wrk counts some as read errors.
+        errors += int(sockets.group(1)) + int(sockets.group(3)) + int(sockets.group(4))
+    return WrkResult(float(match.group(1)), errors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=4, help="seconds of each wrk run (default 4)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--worker-classes", default="sync,gthread", help="gunicorn worker classes to compare")
+    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--gthread-threads", type=int, default=8)
+    parser.add_argument("--variants", default="abcdef", help="which variants to run (letters)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s, 1 round, sync workers")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds, args.worker_classes = 1, 1, "sync"
+
+    wrk = require_wrk()
+    require_rabbitmq()
+    variants = [v for v in VARIANTS if v.key in args.variants]
+    notes: list[str] = []
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        variants = [v for v in variants if v.key != "f"]
+        notes.append("(f) celery skipped: celery is not installed (pip install -e '.[bench]').")
+
+    prefix = new_prefix()
+    queues = sorted({f"{prefix}-{v.queue}" for v in variants if v.queue})
+    classes = [c.strip() for c in args.worker_classes.split(",") if c.strip()]
+    print(f"Machine: {machine_info()}")
+    print(
+        f"gunicorn {args.gunicorn_workers} workers ({', '.join(classes)}; gthread with {args.gthread_threads} "
+        f"threads), wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds"
+    )
+    results: dict[tuple[str, str], list[float]] = defaultdict(list)
+    errors: dict[tuple[str, str], int] = defaultdict(int)
+    try:
+        servers: dict[tuple[str, bool], str] = {}
+        for worker_class in classes:
+            for confirm in sorted({v.confirm for v in variants}):
+                env = bench_env(prefix, BENCH_CONFIRM="1" if confirm else "0")
+                _, url = start_gunicorn(
+                    f"gunicorn-{worker_class}-{'c' if confirm else 'n'}", env, worker_class=worker_class,
+                    workers=args.gunicorn_workers, threads=args.gthread_threads,
+                )  # fmt: skip
+                servers[worker_class, confirm] = url
+        # Warm-up: every worker process imports, connects and declares its queues.
+        for worker_class in classes:
+            for v in variants:
+                run_wrk(wrk, servers[worker_class, v.confirm] + v.path, duration=1, threads=args.threads,
+                        connections=args.connections)  # fmt: skip
+        purge(queues)
+        for round_index in range(args.rounds):
+            for worker_class in classes:
+                shift = round_index % len(variants)
+                for v in variants[shift:] + variants[:shift]:
+                    result = run_wrk(wrk, servers[worker_class, v.confirm] + v.path, duration=args.duration,
+                                     threads=args.threads, connections=args.connections)  # fmt: skip
+                    results[worker_class, v.key].append(result.rps)
+                    errors[worker_class, v.key] += result.errors
+                    if v.queue:
+                        purge([f"{prefix}-{v.queue}"])
+            print(f"round {round_index + 1}/{args.rounds} done", flush=True)
+    finally:
+        stop_all()
+        delete_queues(queues, exchanges=[f"{prefix}-celery"])
+
+    for worker_class in classes:
+        bare = results.get((worker_class, "a"), [])
+        rows = []
+        for v in variants:
+            values = results[worker_class, v.key]
+            vs_bare = f"{median(values) / median(bare):.2f}x" if bare else "-"
+            rows.append([f"({v.key}) {v.label}", f"{median(values):,.0f}", spread(values), vs_bare,
+                         errors[worker_class, v.key]])  # fmt: skip
+        print_table(
+            f"HTTP dispatch, gunicorn {worker_class}: requests/s (median of {args.rounds})",
+            ["variant", "req/s", "min–max", "vs bare", "errors"], rows,
+        )  # fmt: skip
+
+    def ratio(worker_class: str, num: str, den: str) -> tuple[float, str] | None:
+        n, d = results.get((worker_class, num)), results.get((worker_class, den))
+        return ratio_band(n, d) if n and d else None
+
+    targets = {
+        "sync": [("d", "b", 0.95, "messenger confirmed / dramatiq confirmed"),
+                 ("e", "c", 0.95, "messenger unconfirmed / dramatiq unconfirmed"),
+                 ("e", "f", 1.2, "messenger unconfirmed / celery"),
+                 ("c", "a", None, "dramatiq unconfirmed / bare (issue's reference 0.59)"),
+                 ("b", "a", None, "dramatiq confirmed / bare (reference 0.28)"),
+                 ("f", "a", None, "celery / bare (reference 0.46)"),
+                 ("d", "a", None, "messenger confirmed / bare"),
+                 ("e", "a", None, "messenger unconfirmed / bare")],
+        "gthread": [("d", "c", 0.9, "messenger confirmed / dramatiq UNconfirmed (pipelined confirms)"),
+                    ("d", "b", None, "messenger confirmed / dramatiq confirmed"),
+                    ("e", "c", None, "messenger unconfirmed / dramatiq unconfirmed"),
+                    ("b", "c", None, "dramatiq confirmed / dramatiq unconfirmed")],
+    }  # fmt: skip
+    rows = []
+    for worker_class in classes:
+        for num, den, target, label in targets.get(worker_class, []):
+            found = ratio(worker_class, num, den)
+            if found is None:
+                continue
+            value, band = found
+            rows.append([worker_class, f"({num})/({den}) {label}", f"{value:.2f}x", band,
+                         f">= {target}x" if target else "-", verdict(value, target) if target else "-"])  # fmt: skip
+    if rows:
+        print_table("Ratios (noise band: min–max of the per-round ratios)",
+                    ["workers", "ratio", "median", "band", "target", "verdict"], rows)  # fmt: skip
+    if any(errors.values()):
+        notes.append("Some runs had errors (non-2xx answers or socket errors): see the errors column.")
+    for note in notes:
+        print(f"\nNote: {note}")
+
+
+if __name__ == "__main__":
+    run_main(main)
