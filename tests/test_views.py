@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -211,11 +212,33 @@ class TestSynchronousOutput:
 
 
 class TestEdge:
-    def test_unauthenticated_write_dispatches_nothing(self, api_client, broker):
+    def test_unauthenticated_write_is_401_and_dispatches_nothing(self, api_client, broker):
         response = api_client.post("/private-pings/", {"text": "hi"}, format="json")
+
+        assert response.status_code == 401
+        assert queued(broker) == []
+
+    def test_wrong_credentials_are_401_and_dispatch_nothing(self, api_client, broker):
+        User.objects.create_user("ada", password="right")
+        api_client.credentials(HTTP_AUTHORIZATION="Basic " + base64.b64encode(b"ada:wrong").decode())
+
+        response = api_client.post("/private-pings/", {"text": "hi"}, format="json")
+
+        assert response.status_code == 401
+        assert queued(broker) == []
+
+    def test_forbidden_write_is_403_and_dispatches_nothing(self, api_client, broker):
+        api_client.force_authenticate(User.objects.create_user("not-an-admin"))
+
+        response = api_client.post("/admin-pings/", {"text": "hi"}, format="json")
 
         assert response.status_code == 403
         assert queued(broker) == []
+
+    def test_the_permitted_user_gets_through(self, api_client, broker):
+        api_client.force_authenticate(User.objects.create_user("admin", is_staff=True))
+
+        assert api_client.post("/admin-pings/", {"text": "hi"}, format="json").status_code == 202
 
     def test_throttled_write_dispatches_nothing(self, api_client, broker, settings):
         settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -10,6 +10,7 @@ router.register("computations", views.ComputeViewSet, basename="compute")
 router.register("articles", views.ArticleViewSet, basename="article")
 router.register("renamed-articles", views.RenameArticleViewSet, basename="renamed-article")
 router.register("private-pings", views.PrivatePingViewSet, basename="private-ping")
+router.register("admin-pings", views.AdminPingViewSet, basename="admin-ping")
 router.register("throttled-pings", views.ThrottledPingViewSet, basename="throttled-ping")
 
 urlpatterns = [

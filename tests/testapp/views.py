@@ -1,6 +1,6 @@
 from datetime import timedelta
 
-from rest_framework import permissions, viewsets
+from rest_framework import authentication, permissions, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
@@ -47,7 +47,14 @@ class RenameArticleViewSet(MessengerMixin, viewsets.ModelViewSet):  # type: igno
 class PrivatePingViewSet(MessengerViewSet):
     serializer_class = PingSerializer
     message_class = Ping
+    authentication_classes = [authentication.BasicAuthentication]
     permission_classes = [permissions.IsAuthenticated]
+
+
+class AdminPingViewSet(MessengerViewSet):
+    serializer_class = PingSerializer
+    message_class = Ping
+    permission_classes = [permissions.IsAdminUser]
 
 
 class ThrottledPingThrottle(AnonRateThrottle):
