@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
 
-from django_messenger.registry import registry
+from django_messenger.registry import Handler, registry
 from tests.testapp import handlers
 
 
@@ -19,6 +19,32 @@ def broker() -> Iterator[Any]:
     stub.flush_all()
     yield stub
     stub.flush_all()
+
+
+@pytest.fixture
+def scratch() -> Iterator[Callable[[Callable[..., Any]], Handler]]:
+    """Forget, after the test, every handler, actor and type the test registered.
+
+    Yields ``handler_of(fn)``: the Handler that @handler recorded for ``fn``.
+    """
+    handlers_before = list(registry.handlers)
+    actors_before = set(registry.broker.actors)
+    types_before = set(registry._types)
+
+    def handler_of(fn: Callable[..., Any]) -> Handler:
+        [found] = [h for h in registry.handlers if h.fn is fn]
+        return found
+
+    yield handler_of
+
+    for registered in list(registry.handlers):
+        if not any(registered is before for before in handlers_before):
+            registry.unregister(registered)
+    for name in set(registry.broker.actors) - actors_before:
+        del registry.broker.actors[name]
+    for name in set(registry._types) - types_before:
+        registry._names.pop(registry._types.pop(name), None)
+    assert [id(h) for h in registry.handlers] == [id(h) for h in handlers_before]
 
 
 @pytest.fixture

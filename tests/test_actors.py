@@ -1,7 +1,7 @@
 """Handlers as Dramatiq actors: decoding, ReceivedStamp, poison messages, fan-out."""
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -10,7 +10,7 @@ import pytest
 from django_messenger import Envelope, MessageDecodingFailed, bus, handler
 from django_messenger.actors import FANOUT_PREFIX, fanout_actor
 from django_messenger.encoding import encode_envelope
-from django_messenger.registry import DEFAULT_ACTOR_OPTIONS, Handler, registry
+from django_messenger.registry import DEFAULT_ACTOR_OPTIONS, registry
 from django_messenger.stamps import OperationStamp, ReceivedStamp, SentStamp
 from tests.conftest import queued
 from tests.testapp import handlers as testapp_handlers
@@ -20,28 +20,6 @@ from tests.testapp.messages import Address, Ping, PlainGreeting, Shout
 @dataclasses.dataclass
 class Flaky:
     text: str
-
-
-@pytest.fixture
-def scratch() -> Iterator[Callable[[Callable[..., Any]], Handler]]:
-    """Forget, after the test, the handlers and actors it registered; yields ``handler_of(fn)``."""
-    handlers_before = list(registry.handlers)
-    actors_before = set(registry.broker.actors)
-    types_before = set(registry._types)
-
-    def handler_of(fn: Callable[..., Any]) -> Handler:
-        [found] = [h for h in registry.handlers if h.fn is fn]
-        return found
-
-    yield handler_of
-
-    for registered in list(registry.handlers):
-        if not any(registered is before for before in handlers_before):
-            registry.unregister(registered)
-    for name in set(registry.broker.actors) - actors_before:
-        del registry.broker.actors[name]
-    for name in set(registry._types) - types_before:
-        registry._names.pop(registry._types.pop(name), None)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 This module is also a URLconf (``urlpatterns`` below): tests point ROOT_URLCONF at it.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -25,7 +25,7 @@ from django_messenger.checks import (
     dispatched_type,
 )
 from django_messenger.mixins import MessengerMixin
-from django_messenger.registry import Handler, registry
+from django_messenger.registry import registry
 from django_messenger.viewsets import MessengerViewSet
 from tests.testapp.messages import Ping
 from tests.testapp.serializers import PingSerializer
@@ -89,28 +89,6 @@ def ids(errors: list[checks.CheckMessage]) -> list[str]:
 
 def only_errors(messages: list[checks.CheckMessage]) -> list[checks.CheckMessage]:
     return [message for message in messages if message.is_serious()]
-
-
-@pytest.fixture
-def scratch() -> Iterator[Callable[[Callable[..., Any]], Handler]]:
-    """Forget, after the test, the handlers and actors it registered; yields ``handler_of(fn)``."""
-    handlers_before = list(registry.handlers)
-    actors_before = set(registry.broker.actors)
-    types_before = set(registry._types)
-
-    def handler_of(fn: Callable[..., Any]) -> Handler:
-        [found] = [h for h in registry.handlers if h.fn is fn]
-        return found
-
-    yield handler_of
-
-    for registered in list(registry.handlers):
-        if not any(registered is before for before in handlers_before):
-            registry.unregister(registered)
-    for name in set(registry.broker.actors) - actors_before:
-        del registry.broker.actors[name]
-    for name in set(registry._types) - types_before:
-        registry._names.pop(registry._types.pop(name), None)
 
 
 # -- the test project ---------------------------------------------------------------

@@ -7,7 +7,6 @@ annotate their parameter with local classes, which must be real objects for
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,38 +14,12 @@ from django.contrib.auth.models import User
 from django.utils import module_loading
 
 from django_messenger import Envelope, MessageDecodingFailed, NoHandlerForMessage, UnknownMessageType, handler
-from django_messenger.registry import DEFAULT_ACTOR_OPTIONS, Handler, registry, type_name
+from django_messenger.registry import DEFAULT_ACTOR_OPTIONS, registry, type_name
 from tests.testapp import handlers as testapp_handlers
 from tests.testapp.messages import Address, Everything, Ping, PlainGreeting, Shout
 from tests.testapp.models import Article
 
 # -- fixtures ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def scratch() -> Iterator[Callable[[Callable[..., Any]], Handler]]:
-    """Forget, after the test, every handler, actor and type the test registered.
-
-    Yields ``handler_of(fn)``: the Handler that @handler recorded for ``fn``.
-    """
-    handlers_before = list(registry.handlers)
-    actors_before = set(registry.broker.actors)
-    types_before = set(registry._types)
-
-    def handler_of(fn: Callable[..., Any]) -> Handler:
-        [found] = [h for h in registry.handlers if h.fn is fn]
-        return found
-
-    yield handler_of
-
-    for registered in list(registry.handlers):
-        if not any(registered is before for before in handlers_before):
-            registry.unregister(registered)
-    for name in set(registry.broker.actors) - actors_before:
-        del registry.broker.actors[name]
-    for name in set(registry._types) - types_before:
-        registry._names.pop(registry._types.pop(name), None)
-    assert [id(h) for h in registry.handlers] == [id(h) for h in handlers_before]
 
 
 @dataclasses.dataclass

@@ -1,7 +1,6 @@
 """django_messenger.testing: capture_dispatched() and drain() on the StubBroker."""
 
 import dataclasses
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -9,7 +8,7 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from django_messenger import bus, handler
-from django_messenger.registry import Handler, registry
+from django_messenger.registry import registry
 from django_messenger.stamps import DelayStamp, SentStamp
 from django_messenger.testing import capture_dispatched, drain
 from tests.conftest import queued
@@ -29,28 +28,6 @@ class Explode:
 @dataclasses.dataclass
 class Relay:
     text: str
-
-
-@pytest.fixture
-def scratch() -> Iterator[Callable[[Callable[..., Any]], Handler]]:
-    """Forget, after the test, the handlers and actors it registered; yields ``handler_of(fn)``."""
-    handlers_before = list(registry.handlers)
-    actors_before = set(registry.broker.actors)
-    types_before = set(registry._types)
-
-    def handler_of(fn: Callable[..., Any]) -> Handler:
-        [found] = [h for h in registry.handlers if h.fn is fn]
-        return found
-
-    yield handler_of
-
-    for registered in list(registry.handlers):
-        if not any(registered is before for before in handlers_before):
-            registry.unregister(registered)
-    for name in set(registry.broker.actors) - actors_before:
-        del registry.broker.actors[name]
-    for name in set(registry._types) - types_before:
-        registry._names.pop(registry._types.pop(name), None)
 
 
 # -- capture_dispatched -------------------------------------------------------------------

@@ -55,6 +55,23 @@ def queue_name(rabbitmq: str) -> Iterator[str]:
     delete_queues(name)
 
 
+@pytest.fixture
+def own_queue(rabbitmq: str) -> Iterator[str]:
+    """A queue of this test only (for its own workers), deleted with its DQ and XQ after it."""
+    name = f"messenger-own-{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_queues(name)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Process]]:
+    """Worker processes the test starts itself: append them; they are killed after the test."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")

@@ -15,7 +15,6 @@ from django_messenger.models import FailedMessage
 from tests.testapp.messages import Flaky, Ping
 from tests.testapp.models import Effect
 
-from .conftest import delete_queues
 from .processes import ROOT, Process, start_worker, wait_for
 from .rabbit import confirming_broker, envelope_message, publish_raw, queue_depth
 
@@ -23,13 +22,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PING = "tests.testapp.handlers.handle"
 FLAKY = "tests.testapp.handlers.flaky"
-
-
-@pytest.fixture
-def own_queue(rabbitmq: str) -> Iterator[str]:
-    name = f"messenger-poison-{uuid.uuid4().hex[:12]}"
-    yield name
-    delete_queues(name)
 
 
 @pytest.fixture

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 from django.db.models import Count
 
 from tests.testapp.messages import Work
 from tests.testapp.models import Effect
 
-from .conftest import delete_queues
-from .processes import Process, start_worker, wait_for
+from .processes import start_worker, wait_for
 from .rabbit import confirming_broker, envelope_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,33 +18,18 @@ MESSAGES = 1000
 KILL_AT = (150, 450)
 
 
-@pytest.fixture
-def crash_queue(rabbitmq: str) -> Iterator[str]:
-    name = f"messenger-crash-{uuid.uuid4().hex[:12]}"
-    yield name
-    delete_queues(name)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in started:
-        process.kill()
-
-
 def handled() -> int:
     return Effect.objects.filter(handler="work").values("message_id").distinct().count()
 
 
-def test_sigkill_mid_run_loses_no_message(crash_queue, process_env, log_dir, workers, capsys):
-    env = {**process_env, "MESSENGER_QUEUE": crash_queue}
+def test_sigkill_mid_run_loses_no_message(own_queue, process_env, log_dir, workers, capsys):
+    env = {**process_env, "MESSENGER_QUEUE": own_queue}
     # Given 1000 messages on the queue, each taking a few milliseconds to handle
-    broker = confirming_broker(crash_queue)
+    broker = confirming_broker(own_queue)
     sent = set()
     try:
         for n in range(MESSAGES):
-            envelope, message = envelope_message(crash_queue, WORK, Work(n=n, sleep_ms=5))
+            envelope, message = envelope_message(own_queue, WORK, Work(n=n, sleep_ms=5))
             broker.enqueue(message)
             sent.add(envelope.message_id)
     finally:
@@ -57,12 +38,12 @@ def test_sigkill_mid_run_loses_no_message(crash_queue, process_env, log_dir, wor
     # When a worker is SIGKILLed mid-run, twice, and a new one started each time
     killed = 0
     for threshold in KILL_AT:
-        worker = start_worker(env, log_dir, queues=[crash_queue], processes=2, threads=4)
+        worker = start_worker(env, log_dir, queues=[own_queue], processes=2, threads=4)
         workers.append(worker)
         wait_for(lambda threshold=threshold: handled() >= threshold, timeout=120, what=f"{threshold} handled")
         worker.kill()
         killed += 1
-    workers.append(start_worker(env, log_dir, queues=[crash_queue], processes=2, threads=4))
+    workers.append(start_worker(env, log_dir, queues=[own_queue], processes=2, threads=4))
 
     # Then every message is handled, at least once
     wait_for(lambda: handled() >= MESSAGES, timeout=180, what="every message to be handled")
@@ -81,13 +62,13 @@ def test_sigkill_mid_run_loses_no_message(crash_queue, process_env, log_dir, wor
     assert seen == sent
 
 
-def test_sigterm_lets_the_handler_in_progress_finish(crash_queue, process_env, log_dir, workers):
-    env = {**process_env, "MESSENGER_QUEUE": crash_queue}
-    worker = start_worker(env, log_dir, queues=[crash_queue], processes=1, threads=1)
+def test_sigterm_lets_the_handler_in_progress_finish(own_queue, process_env, log_dir, workers):
+    env = {**process_env, "MESSENGER_QUEUE": own_queue}
+    worker = start_worker(env, log_dir, queues=[own_queue], processes=1, threads=1)
     workers.append(worker)
-    broker = confirming_broker(crash_queue)
+    broker = confirming_broker(own_queue)
     try:
-        envelope, message = envelope_message(crash_queue, WORK, Work(n=1, sleep_ms=2500))
+        envelope, message = envelope_message(own_queue, WORK, Work(n=1, sleep_ms=2500))
         broker.enqueue(message)
     finally:
         broker.close()
