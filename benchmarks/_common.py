@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import platform
@@ -101,6 +102,10 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interva
 
 
 _LOG_DIR = Path(tempfile.mkdtemp(prefix="django-messenger-bench-"))
+# The logs of the started processes go away with the script unless BENCH_KEEP_LOGS is set
+# (errors print the tail of the log that explains them).
+if not os.environ.get("BENCH_KEEP_LOGS"):
+    atexit.register(shutil.rmtree, _LOG_DIR, True)
 
 
 @dataclass
@@ -130,10 +135,8 @@ class Process:
         self.stopped = True
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.popen.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -165,18 +168,31 @@ def stop_all() -> None:
     _started.clear()
 
 
-def start_gunicorn(name: str, env: dict[str, str], *, worker_class: str, workers: int = 2, threads: int = 8) -> tuple[Process, str]:
+def start_gunicorn(
+    name: str, env: dict[str, str], *, worker_class: str, workers: int = 2, threads: int = 8
+) -> tuple[Process, str]:
     """gunicorn serving the benchmark project on a free loopback port; returns it and its URL."""
     port = free_port()
     args = [
-        PYTHON, "-m", "gunicorn", "benchmarks.project.wsgi:application",
-        "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers),
-        "--worker-class", worker_class,
-        "--threads", str(threads if worker_class == "gthread" else 1),
-        "--timeout", "60", "--graceful-timeout", "5",
-        "--log-level", "warning",
-    ]  # fmt: skip
+        PYTHON,
+        "-m",
+        "gunicorn",
+        "benchmarks.project.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        worker_class,
+        "--threads",
+        str(threads if worker_class == "gthread" else 1),
+        "--timeout",
+        "60",
+        "--graceful-timeout",
+        "5",
+        "--log-level",
+        "warning",
+    ]
     server = start(name, args, env)
 
     def up() -> bool:
@@ -300,7 +316,9 @@ def verdict(value: float, target: float, *, lower_is_better: bool = False) -> st
 def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A Markdown table (so it pastes into docs/performance.md as it is)."""
     rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    widths = [
+        max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)
+    ]
     print(f"\n### {title}\n")
     print("| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 from benchmarks._common import (
     ROOT,
-    Skip,
     bench_env,
     delete_queues,
     machine_info,
@@ -81,8 +80,11 @@ class WrkResult:
 def run_wrk(wrk: str, url: str, *, duration: int, threads: int, connections: int) -> WrkResult:
     out = subprocess.run(
         [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", LUA, url],
-        capture_output=True, text=True, timeout=duration + 30, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+        check=True,
+    ).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if match is None:
         raise RuntimeError(f"Unexpected wrk output:\n{out}")
@@ -98,7 +100,9 @@ def run_wrk(wrk: str, url: str, *, duration: int, threads: int, connections: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=4, help="seconds of each wrk run (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--connections", type=int, default=16)
@@ -107,7 +111,9 @@ def main() -> None:
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--gthread-threads", type=int, default=8)
     parser.add_argument("--variants", default="abcdef", help="which variants to run (letters)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s, 1 round, sync workers")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 s, 1 round, sync workers, no warm-up"
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds, args.worker_classes = 1, 1, "sync"
@@ -127,8 +133,9 @@ def main() -> None:
     classes = [c.strip() for c in args.worker_classes.split(",") if c.strip()]
     print(f"Machine: {machine_info()}")
     print(
-        f"gunicorn {args.gunicorn_workers} workers ({', '.join(classes)}; gthread with {args.gthread_threads} "
-        f"threads), wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} interleaved rounds"
+        f"gunicorn {args.gunicorn_workers} workers ({', '.join(classes)}; gthread with "
+        f"{args.gthread_threads} threads), wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+        f"{args.rounds} interleaved rounds"
     )
     results: dict[tuple[str, str], list[float]] = defaultdict(list)
     errors: dict[tuple[str, str], int] = defaultdict(int)
@@ -138,22 +145,35 @@ def main() -> None:
             for confirm in sorted({v.confirm for v in variants}):
                 env = bench_env(prefix, BENCH_CONFIRM="1" if confirm else "0")
                 _, url = start_gunicorn(
-                    f"gunicorn-{worker_class}-{'c' if confirm else 'n'}", env, worker_class=worker_class,
-                    workers=args.gunicorn_workers, threads=args.gthread_threads,
-                )  # fmt: skip
+                    f"gunicorn-{worker_class}-{'c' if confirm else 'n'}",
+                    env,
+                    worker_class=worker_class,
+                    workers=args.gunicorn_workers,
+                    threads=args.gthread_threads,
+                )
                 servers[worker_class, confirm] = url
         # Warm-up: every worker process imports, connects and declares its queues.
-        for worker_class in classes:
+        for worker_class in classes if not args.quick else []:
             for v in variants:
-                run_wrk(wrk, servers[worker_class, v.confirm] + v.path, duration=1, threads=args.threads,
-                        connections=args.connections)  # fmt: skip
+                run_wrk(
+                    wrk,
+                    servers[worker_class, v.confirm] + v.path,
+                    duration=1,
+                    threads=args.threads,
+                    connections=args.connections,
+                )
         purge(queues)
         for round_index in range(args.rounds):
             for worker_class in classes:
                 shift = round_index % len(variants)
                 for v in variants[shift:] + variants[:shift]:
-                    result = run_wrk(wrk, servers[worker_class, v.confirm] + v.path, duration=args.duration,
-                                     threads=args.threads, connections=args.connections)  # fmt: skip
+                    result = run_wrk(
+                        wrk,
+                        servers[worker_class, v.confirm] + v.path,
+                        duration=args.duration,
+                        threads=args.threads,
+                        connections=args.connections,
+                    )
                     results[worker_class, v.key].append(result.rps)
                     errors[worker_class, v.key] += result.errors
                     if v.queue:
@@ -169,31 +189,43 @@ def main() -> None:
         for v in variants:
             values = results[worker_class, v.key]
             vs_bare = f"{median(values) / median(bare):.2f}x" if bare else "-"
-            rows.append([f"({v.key}) {v.label}", f"{median(values):,.0f}", spread(values), vs_bare,
-                         errors[worker_class, v.key]])  # fmt: skip
+            rows.append(
+                [
+                    f"({v.key}) {v.label}",
+                    f"{median(values):,.0f}",
+                    spread(values),
+                    vs_bare,
+                    errors[worker_class, v.key],
+                ]
+            )
         print_table(
             f"HTTP dispatch, gunicorn {worker_class}: requests/s (median of {args.rounds})",
-            ["variant", "req/s", "min–max", "vs bare", "errors"], rows,
-        )  # fmt: skip
+            ["variant", "req/s", "min–max", "vs bare", "errors"],
+            rows,
+        )
 
     def ratio(worker_class: str, num: str, den: str) -> tuple[float, str] | None:
         n, d = results.get((worker_class, num)), results.get((worker_class, den))
         return ratio_band(n, d) if n and d else None
 
     targets = {
-        "sync": [("d", "b", 0.95, "messenger confirmed / dramatiq confirmed"),
-                 ("e", "c", 0.95, "messenger unconfirmed / dramatiq unconfirmed"),
-                 ("e", "f", 1.2, "messenger unconfirmed / celery"),
-                 ("c", "a", None, "dramatiq unconfirmed / bare (issue's reference 0.59)"),
-                 ("b", "a", None, "dramatiq confirmed / bare (reference 0.28)"),
-                 ("f", "a", None, "celery / bare (reference 0.46)"),
-                 ("d", "a", None, "messenger confirmed / bare"),
-                 ("e", "a", None, "messenger unconfirmed / bare")],
-        "gthread": [("d", "c", 0.9, "messenger confirmed / dramatiq UNconfirmed (pipelined confirms)"),
-                    ("d", "b", None, "messenger confirmed / dramatiq confirmed"),
-                    ("e", "c", None, "messenger unconfirmed / dramatiq unconfirmed"),
-                    ("b", "c", None, "dramatiq confirmed / dramatiq unconfirmed")],
-    }  # fmt: skip
+        "sync": [
+            ("d", "b", 0.95, "messenger confirmed / dramatiq confirmed"),
+            ("e", "c", 0.95, "messenger unconfirmed / dramatiq unconfirmed"),
+            ("e", "f", 1.2, "messenger unconfirmed / celery"),
+            ("c", "a", None, "dramatiq unconfirmed / bare (issue's reference 0.59)"),
+            ("b", "a", None, "dramatiq confirmed / bare (reference 0.28)"),
+            ("f", "a", None, "celery / bare (reference 0.46)"),
+            ("d", "a", None, "messenger confirmed / bare"),
+            ("e", "a", None, "messenger unconfirmed / bare"),
+        ],
+        "gthread": [
+            ("d", "c", 0.9, "messenger confirmed / dramatiq UNconfirmed (pipelined confirms)"),
+            ("d", "b", None, "messenger confirmed / dramatiq confirmed"),
+            ("e", "c", None, "messenger unconfirmed / dramatiq unconfirmed"),
+            ("b", "c", None, "dramatiq confirmed / dramatiq unconfirmed"),
+        ],
+    }
     rows = []
     for worker_class in classes:
         for num, den, target, label in targets.get(worker_class, []):
@@ -201,11 +233,22 @@ def main() -> None:
             if found is None:
                 continue
             value, band = found
-            rows.append([worker_class, f"({num})/({den}) {label}", f"{value:.2f}x", band,
-                         f">= {target}x" if target else "-", verdict(value, target) if target else "-"])  # fmt: skip
+            rows.append(
+                [
+                    worker_class,
+                    f"({num})/({den}) {label}",
+                    f"{value:.2f}x",
+                    band,
+                    f">= {target}x" if target else "-",
+                    verdict(value, target) if target else "-",
+                ]
+            )
     if rows:
-        print_table("Ratios (noise band: min–max of the per-round ratios)",
-                    ["workers", "ratio", "median", "band", "target", "verdict"], rows)  # fmt: skip
+        print_table(
+            "Ratios (noise band: min–max of the per-round ratios)",
+            ["workers", "ratio", "median", "band", "target", "verdict"],
+            rows,
+        )
     if any(errors.values()):
         notes.append("Some runs had errors (non-2xx answers or socket errors): see the errors column.")
     for note in notes:

@@ -25,6 +25,8 @@ broker = RabbitmqBroker(
 dramatiq.set_broker(broker)
 
 
-@dramatiq.actor(actor_name="bench.raw_noop", queue_name=QUEUE, max_retries=3, min_backoff=1_000, max_backoff=300_000)
+@dramatiq.actor(
+    actor_name="bench.raw_noop", queue_name=QUEUE, max_retries=3, min_backoff=1_000, max_backoff=300_000
+)
 def raw_noop(name: str, count: int) -> None:
     """Does nothing."""

@@ -13,6 +13,7 @@ class MessengerConfig(AppConfig):
 
     def ready(self) -> None:
         import dramatiq
+        from django_dramatiq.middleware import DbConnectionsMiddleware
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .actors import declare_fanout_actors
@@ -22,7 +23,8 @@ class MessengerConfig(AppConfig):
         # django-dramatiq built the broker in its AppConfig.__init__, before any ready().
         broker = dramatiq.get_broker()
         if not any(isinstance(middleware, MessengerMiddleware) for middleware in broker.middleware):
-            broker.add_middleware(MessengerMiddleware())
+            has_db_middleware = any(isinstance(m, DbConnectionsMiddleware) for m in broker.middleware)
+            broker.add_middleware(MessengerMiddleware(close_connections=not has_db_middleware))
         registry.on_bind(declare_fanout_actors)
         registry.bind(broker)
         autodiscover_modules("handlers")

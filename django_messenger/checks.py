@@ -9,7 +9,6 @@ from typing import Any
 from django.apps import AppConfig, apps
 from django.core import checks
 from django.urls import URLPattern, URLResolver, get_resolver
-from rest_framework import serializers
 
 from .conf import SYNC_TRANSPORT, messenger_settings
 from .registry import registry
@@ -140,9 +139,18 @@ def _connection_warnings(broker: Any) -> list[checks.CheckMessage]:
 def check_routing(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E005 routing to a transport that does not exist."""
+    """E005 routing to a transport that does not exist; E009 an unknown PUBLISHER."""
     known = {SYNC_TRANSPORT, *messenger_settings.TRANSPORTS}
     errors: list[checks.CheckMessage] = []
+    if messenger_settings.PUBLISHER not in {"per-thread", "pipelined"}:
+        errors.append(
+            checks.Error(
+                f"MESSENGER['PUBLISHER'] is {messenger_settings.PUBLISHER!r}.",
+                hint="Use 'per-thread' (the default) or 'pipelined' (for threaded servers such as gthread).",
+                obj="MESSENGER",
+                id="django_messenger.E009",
+            )
+        )
     named = [("DEFAULT_TRANSPORT", messenger_settings.DEFAULT_TRANSPORT)]
     named += [(f"ROUTING[{key!r}]", value) for key, value in messenger_settings.ROUTING.items()]
     for where, transport in named:
@@ -169,6 +177,8 @@ def _url_views(patterns: list[Any]) -> Iterator[type]:
 
 
 def _model_of(serializer_class: Any) -> type | None:
+    from rest_framework import serializers  # here, not at import: workers never need DRF's serializers
+
     if isinstance(serializer_class, type) and issubclass(serializer_class, serializers.ModelSerializer):
         model: type = serializer_class.Meta.model
         return model

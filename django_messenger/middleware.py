@@ -2,7 +2,8 @@
 
 * It keeps the message being processed in a thread-local (for the ``ReceivedStamp``).
 * It gives every handler fresh database connections: Django's stale or broken
-  connections are closed before and after each message, as a request would.
+  connections are closed before and after each message, as a request would (unless
+  django-dramatiq's ``DbConnectionsMiddleware``, which does the same, is on the broker).
 * It notes each failure in the message's options (first failure time, tries, error,
   traceback), and when Dramatiq dead-letters one of messenger's messages it writes a
   :class:`~django_messenger.models.FailedMessage`, so that the failure outlives
@@ -49,11 +50,20 @@ def describe(exception: BaseException) -> str:
 
 
 class MessengerMiddleware(Middleware):
-    """Worker-side bookkeeping for messenger's actors."""
+    """Worker-side bookkeeping for messenger's actors.
+
+    ``close_connections=False`` leaves the database connections to django-dramatiq's
+    ``DbConnectionsMiddleware`` when the broker has it (the app decides in ``ready()``),
+    so the work is not done twice a message.
+    """
+
+    def __init__(self, *, close_connections: bool = True) -> None:
+        self.close_connections = close_connections
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         _local.message = message
-        _close_old_connections()
+        if self.close_connections:
+            _close_old_connections()
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -68,7 +78,8 @@ class MessengerMiddleware(Middleware):
             options[TRACEBACK] = "".join(
                 traceback.format_exception(type(exception), exception, exception.__traceback__, limit=30)
             )
-        _close_old_connections()
+        if self.close_connections:
+            _close_old_connections()
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         _local.message = None

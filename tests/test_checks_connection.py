@@ -39,3 +39,11 @@ def test_both_set_is_quiet(rabbitmq_broker):
     rabbitmq_broker("amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30&blocked_connection_timeout=10")
 
     assert ids() == set()
+
+
+def test_an_unknown_publisher_is_e009(settings):
+    from django_messenger.checks import check_routing
+
+    settings.MESSENGER = {**settings.MESSENGER, "PUBLISHER": "carrier-pigeon"}
+
+    assert [message.id for message in check_routing()] == ["django_messenger.E009"]

@@ -83,5 +83,5 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"django_messenger": {"handlers": ["console"], "level": "WARNING"}},
 }

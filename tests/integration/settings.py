@@ -30,6 +30,7 @@ MESSENGER = {
     "DEFAULT_TRANSPORT": "async",
     "TRANSPORTS": {"async": {"queue_name": os.environ["MESSENGER_QUEUE"]}},
     "PUBLISH_TIMEOUT": float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")),
+    "PUBLISHER": os.environ.get("MESSENGER_PUBLISHER", "per-thread"),
 }
 LOGGING = {
     "version": 1,

@@ -1,7 +1,8 @@
 """Broker faults at the HTTP edge: a real server whose broker connection runs through a
 fault-injecting TCP proxy. Under each fault a write is a 503 within PUBLISH_TIMEOUT plus a
 margin (never a 202, never a hang); once the broker is back, writes are 202 again with no
-restart; every 202 message is handled. The server runs with ATOMIC_REQUESTS = True.
+restart; every 202 message is handled. The server runs with ATOMIC_REQUESTS = True, once
+with each publisher (a connection per thread, and the pipelined one).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ def proxy(rabbitmq: str) -> Iterator[FaultProxy]:
         yield fault_proxy
 
 
-@pytest.fixture(scope="module")
-def proxied_server(proxy, process_env, log_dir) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["per-thread", "pipelined"])
+def proxied_server(request, proxy, process_env, log_dir) -> Iterator[str]:
+    """A gthread server (2 threads) sending through ``proxy``, with each kind of publisher."""
     env = {
         **process_env,
+        "MESSENGER_PUBLISHER": request.param,
         "MESSENGER_BROKER_URL": proxy.url().rsplit("/", 1)[0],
         "MESSENGER_PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT),
         "MESSENGER_ATOMIC_REQUESTS": "1",

@@ -1,0 +1,125 @@
+"""Profile: what one POST costs in-process, per variant, without a server or a load generator.
+
+Calls Django's WSGI handler of the benchmark project directly (the same views as
+``http_dispatch``) in interleaved rounds and prints the median µs per request, so the cost of
+each layer is the difference between two rows. ``--profile VARIANT`` then runs that variant
+under pyinstrument (``pip install -e '.[bench]'``) and prints the call tree. Needs RabbitMQ
+for the variants that send. ``BENCH_CONFIRM=0`` runs with confirms off (broker and messenger).
+
+    python -m benchmarks.profile_dispatch
+    python -m benchmarks.profile_dispatch --profile messenger
+    BENCH_CONFIRM=0 python -m benchmarks.profile_dispatch --profile messenger
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+from benchmarks._common import (
+    delete_queues,
+    median,
+    new_prefix,
+    print_table,
+    require_rabbitmq,
+    run_main,
+    spread,
+)
+
+PATHS = {"bare": "/bare/", "dramatiq": "/dramatiq/", "messenger": "/messenger/", "celery": "/celery/"}
+BODY = b'{"name": "ada", "count": 3}'
+
+
+def environ(path: str) -> dict[str, Any]:
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(BODY)),
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1",
+        "wsgi.input": io.BytesIO(BODY),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": io.StringIO(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", "--requests", type=int, default=2000, help="requests per variant and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", default="bare,dramatiq,messenger")
+    parser.add_argument(
+        "--profile", metavar="VARIANT", help="run VARIANT under pyinstrument and print the tree"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 50 requests, 1 round")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds = 50, 1
+    require_rabbitmq()
+
+    prefix = new_prefix()
+    os.environ["BENCH_PREFIX"] = prefix
+    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.project.settings"
+    from django.core.wsgi import get_wsgi_application
+
+    application = get_wsgi_application()
+    from django.conf import settings
+
+    def call(path: str) -> None:
+        status: list[str] = []
+        for _ in application(environ(path), lambda s, h, *a: status.append(s)):
+            pass
+        if not status[0].startswith("202"):
+            raise RuntimeError(f"{path} answered {status[0]}")
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    results: dict[str, list[float]] = defaultdict(list)
+    try:
+        for variant in variants:
+            for _ in range(100):
+                call(PATHS[variant])
+        for round_index in range(args.rounds):
+            shift = round_index % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                path = PATHS[variant]
+                t0 = time.perf_counter()
+                for _ in range(args.requests):
+                    call(path)
+                results[variant].append((time.perf_counter() - t0) / args.requests * 1e6)
+        rows = []
+        base = median(results[variants[0]])
+        for variant in variants:
+            value = median(results[variant])
+            rows.append([variant, f"{value:.0f}", spread(results[variant]), f"{value - base:+.0f}"])
+        confirm = "on" if settings.CONFIRM else "off"
+        print_table(
+            f"In-process POST, µs per request (confirms {confirm}, median of {args.rounds})",
+            ["variant", "µs/request", "min–max", f"vs {variants[0]}"],
+            rows,
+        )
+        if args.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.0001)
+            with profiler:
+                for _ in range(args.requests):
+                    call(PATHS[args.profile])
+            print(profiler.output_text(unicode=True, color=False, show_all=False))
+    finally:
+        delete_queues([settings.MESSENGER_QUEUE, settings.RAW_QUEUE])
+
+
+if __name__ == "__main__":
+    run_main(main)

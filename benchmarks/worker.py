@@ -1,0 +1,335 @@
+"""Worker: messages/s drained from RabbitMQ, and the RSS of each worker process.
+
+N no-op messages (default 20,000) are published to a queue nobody consumes, then a worker
+is started on it and the drain is timed. The variants, all on the same RabbitMQ broker
+settings, Dramatiq middleware list and ``--processes P --threads T``:
+
+  messenger        ``rundramatiq`` of the benchmark project, messenger's no-op handler
+  dramatiq         the plain ``dramatiq`` CLI on ``benchmarks.raw_actor`` (one no-op actor,
+                   no Django: the same middleware minus django-dramatiq's DbConnections)
+  django-dramatiq  ``rundramatiq`` of the same project without django_messenger in
+                   INSTALLED_APPS, the same no-op actor: the RSS baseline
+  celery           ``celery worker -P prefork -c P`` on the same RabbitMQ (optional)
+
+Timing excludes start-up: the clock starts at the first queue-depth poll after every worker
+process said it was ready and stops when the queue is empty; the rate is the messages left at
+the start divided by that time (in flight at the end: at most P x T x 2 prefetched messages).
+RSS is VmRSS of each worker process (not the parent) read from /proc once the queue is empty.
+Rounds are interleaved (the order rotates); the table shows medians and min–max.
+
+    python -m benchmarks.worker               # 20,000 messages, 3 rounds: ~2 minutes
+    python -m benchmarks.worker --quick       # 500 messages, 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks._common import (
+    BIN,
+    PYTHON,
+    Process,
+    amqp_channel,
+    bench_env,
+    children,
+    delete_queues,
+    machine_info,
+    median,
+    new_prefix,
+    print_table,
+    queue_depth,
+    ratio_band,
+    require_rabbitmq,
+    rss_mib,
+    run_main,
+    spread,
+    start,
+    stop_all,
+    verdict,
+    wait_for,
+)
+
+
+@dataclass
+class Drain:
+    rate: float
+    measured: int
+    worker_rss: list[float]
+    main_rss: float | None
+
+
+def publish_bodies(queue: str, bodies: Callable[[int], bytes], n: int) -> None:
+    """Publish ``n`` persistent messages to ``queue`` (declared already), then wait for them."""
+    import pika
+
+    connection, channel = amqp_channel()
+    try:
+        properties = pika.BasicProperties(delivery_mode=2)
+        for i in range(n):
+            channel.basic_publish("", queue, bodies(i), properties)
+        wait_for(lambda: queue_depth(channel, queue) >= n, timeout=60, what=f"{n} messages on {queue}")
+    finally:
+        connection.close()
+
+
+def drain(worker: Process, queue: str, ready: Callable[[str], bool], n: int, timeout: float) -> Drain:
+    """Time the worker's drain of ``queue`` from the moment every process is ready."""
+    connection, channel = amqp_channel()
+    try:
+        wait_for(
+            lambda: (worker.check_alive(), ready(worker.log()))[1], timeout=90, what=f"{worker.name} ready"
+        )
+        t_start, left = time.perf_counter(), queue_depth(channel, queue)
+        deadline = t_start + timeout
+        while True:
+            depth = queue_depth(channel, queue)
+            now = time.perf_counter()
+            if depth == 0:
+                break
+            if now > deadline:
+                raise RuntimeError(f"{worker.name} did not drain {queue} in {timeout} s ({depth} left).")
+            time.sleep(0.01)
+        elapsed = now - t_start
+        time.sleep(0.2)  # the last prefetched messages
+        pids = [pid for pid in children(worker.pid)]
+        rss = [value for value in (rss_mib(pid) for pid in pids) if value is not None]
+        return Drain(
+            rate=left / elapsed if left else float("nan"),
+            measured=left,
+            worker_rss=rss,
+            main_rss=rss_mib(worker.pid),
+        )
+    finally:
+        connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", "--messages", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--variants", default="messenger,dramatiq,django-dramatiq,celery")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 500 messages, 1 round, 1 x 4")
+    args = parser.parse_args()
+    if args.quick:
+        args.messages, args.rounds, args.processes, args.threads = 500, 1, 1, 4
+    require_rabbitmq()
+
+    prefix = new_prefix()
+    os.environ["BENCH_PREFIX"] = prefix
+    os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.project.settings"
+    import django
+
+    django.setup()
+    import dramatiq
+    from django.conf import settings
+    from dramatiq import Message
+
+    from benchmarks.project.bench.handlers import handle_ping
+    from benchmarks.project.bench.messages import Ping
+    from django_messenger.encoding import encode_envelope
+    from django_messenger.envelope import Envelope
+    from django_messenger.registry import registry
+
+    broker = dramatiq.get_broker()
+    handler_actor = registry.handlers_for(Ping)[0].actor
+    assert handler_actor.fn.__name__ == handle_ping.__name__
+    plain_queue = f"{prefix}-plain"
+    messenger_queue, raw_queue = settings.MESSENGER_QUEUE, settings.RAW_QUEUE
+    for queue in (messenger_queue, raw_queue, plain_queue):
+        broker.declare_queue(queue, ensure=True)
+
+    def messenger_body(i: int) -> bytes:
+        payload = encode_envelope(Envelope(Ping(name="ada", count=i)))
+        return Message(
+            queue_name=messenger_queue,
+            actor_name=handler_actor.actor_name,
+            args=(payload,),
+            kwargs={},
+            options={},
+        ).encode()
+
+    def raw_body(queue: str) -> Callable[[int], bytes]:
+        def body(i: int) -> bytes:
+            return Message(
+                queue_name=queue,
+                actor_name="bench.raw_noop",
+                args=(),
+                kwargs={"name": "ada", "count": i},
+                options={},
+            ).encode()
+
+        return body
+
+    pt = ["--processes", str(args.processes), "--threads", str(args.threads)]
+    dramatiq_ready = lambda log: log.count("Worker process is ready for action.") >= args.processes  # noqa: E731
+    env = bench_env(prefix)
+    notes: list[str] = []
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    celery_app: Any = None
+    if "celery" in variants:
+        try:
+            from benchmarks.project import celery_app
+        except ImportError:
+            variants.remove("celery")
+            notes.append("celery skipped: celery is not installed (pip install -e '.[bench]').")
+
+    def run(variant: str) -> Drain:
+        if variant == "messenger":
+            publish_bodies(messenger_queue, messenger_body, args.messages)
+            argv = [
+                PYTHON,
+                "-m",
+                "benchmarks.project.manage",
+                "rundramatiq",
+                *pt,
+                "--queues",
+                messenger_queue,
+            ]
+            worker, queue, ready = start("rundramatiq-messenger", argv, env), messenger_queue, dramatiq_ready
+        elif variant == "dramatiq":
+            publish_bodies(plain_queue, raw_body(plain_queue), args.messages)
+            argv = [str(BIN / "dramatiq"), "benchmarks.raw_actor", *pt, "--queues", plain_queue]
+            worker = start("dramatiq-plain", argv, {**env, "BENCH_PLAIN_QUEUE": plain_queue})
+            queue, ready = plain_queue, dramatiq_ready
+        elif variant == "django-dramatiq":
+            publish_bodies(raw_queue, raw_body(raw_queue), args.messages)
+            argv = [PYTHON, "-m", "benchmarks.project.manage", "rundramatiq", *pt, "--queues", raw_queue]
+            worker = start("rundramatiq-plain", argv, {**env, "BENCH_MESSENGER": "0"})
+            queue, ready = raw_queue, dramatiq_ready
+        elif variant == "celery":
+            with celery_app.app.producer_or_acquire() as producer:
+                for i in range(args.messages):
+                    celery_app.noop.apply_async(kwargs={"name": "ada", "count": i}, producer=producer)
+            connection, channel = amqp_channel()
+            try:
+                wait_for(
+                    lambda: queue_depth(channel, celery_app.QUEUE) >= args.messages,
+                    timeout=60,
+                    what="celery messages",
+                )
+            finally:
+                connection.close()
+            argv = [
+                str(BIN / "celery"),
+                "-A",
+                "benchmarks.project.celery_app",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(args.processes),
+                "-Q",
+                celery_app.QUEUE,
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+            worker, queue, ready = start("celery", argv, env), celery_app.QUEUE, lambda log: " ready." in log
+        else:
+            raise SystemExit(f"Unknown variant {variant!r}.")
+        try:
+            return drain(worker, queue, ready, args.messages, timeout=max(60.0, args.messages / 200))
+        finally:
+            worker.stop()
+
+    print(f"Machine: {machine_info()}")
+    print(
+        f"{args.messages:,} no-op messages, {args.processes} processes x {args.threads} threads "
+        f"(celery: prefork -c {args.processes}), {args.rounds} interleaved rounds"
+    )
+    results: dict[str, list[Drain]] = defaultdict(list)
+    try:
+        for round_index in range(args.rounds):
+            shift = round_index % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                results[variant].append(run(variant))
+            print(f"round {round_index + 1}/{args.rounds} done", flush=True)
+    finally:
+        stop_all()
+        queues = [messenger_queue, raw_queue, plain_queue]
+        exchanges = []
+        if celery_app is not None:
+            queues.append(celery_app.QUEUE)
+            exchanges.append(celery_app.QUEUE)
+        delete_queues(queues, exchanges)
+
+    rows = []
+    for variant in variants:
+        drains = results[variant]
+        rates = [d.rate for d in drains]
+        rss = [value for d in drains for value in d.worker_rss]
+        mains = [d.main_rss for d in drains if d.main_rss is not None]
+        rows.append(
+            [
+                variant,
+                f"{median(rates):,.0f}",
+                spread(rates),
+                f"{median([d.measured for d in drains]):,.0f}",
+                f"{median(rss):.1f}" if rss else "-",
+                spread(rss, "{:.1f}"),
+                f"{median(mains):.1f}" if mains else "-",
+            ]
+        )
+    print_table(
+        f"Worker drain: messages/s and RSS per worker process (MiB), median of {args.rounds}",
+        ["variant", "msg/s", "min–max", "msgs timed", "RSS/worker", "RSS min–max", "RSS parent"],
+        rows,
+    )
+
+    def rates(variant: str) -> list[float]:
+        return [d.rate for d in results.get(variant, [])]
+
+    def rss_per_round(variant: str) -> list[float]:
+        return [median(d.worker_rss) for d in results.get(variant, []) if d.worker_rss]
+
+    rows = []
+    for num, den, target, label, values in [
+        ("messenger", "dramatiq", 0.9, "msg/s, messenger / plain dramatiq", rates),
+        ("messenger", "django-dramatiq", None, "msg/s, messenger / django-dramatiq", rates),
+        ("messenger", "celery", 2.0, "msg/s, messenger / celery prefork", rates),
+        (
+            "messenger",
+            "django-dramatiq",
+            1.2,
+            "RSS, messenger / plain django-dramatiq (lower is better)",
+            rss_per_round,
+        ),
+        ("django-dramatiq", "dramatiq", None, "msg/s, django-dramatiq / plain dramatiq", rates),
+    ]:
+        n, d = values(num), values(den)
+        if not n or not d:
+            continue
+        value, band = ratio_band(n, d)
+        lower = values is rss_per_round
+        rows.append(
+            [
+                label,
+                f"{value:.2f}x",
+                band,
+                f"{'<=' if lower else '>='} {target}x" if target else "-",
+                verdict(value, target, lower_is_better=lower) if target else "-",
+            ]
+        )
+    print_table(
+        "Ratios (noise band: min–max of the per-round ratios)",
+        ["ratio", "median", "band", "target", "verdict"],
+        rows,
+    )
+    for note in notes:
+        print(f"\nNote: {note}")
+
+
+if __name__ == "__main__":
+    run_main(main)
