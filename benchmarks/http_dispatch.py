@@ -143,7 +143,9 @@ def main() -> None:
         servers: dict[tuple[str, bool], str] = {}
         for worker_class in classes:
             for confirm in sorted({v.confirm for v in variants}):
-                env = bench_env(prefix, BENCH_CONFIRM="1" if confirm else "0")
+                # Threaded servers use messenger's pipelined publisher (issue 4, item 3).
+                publisher = "pipelined" if worker_class == "gthread" else "per-thread"
+                env = bench_env(prefix, BENCH_CONFIRM="1" if confirm else "0", BENCH_PUBLISHER=publisher)
                 _, url = start_gunicorn(
                     f"gunicorn-{worker_class}-{'c' if confirm else 'n'}",
                     env,
