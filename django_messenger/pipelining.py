@@ -101,6 +101,7 @@ from .publishing import (
     CLOSE_TIMEOUT,
     ConfirmingPublisher,
     DeadlineExceeded,
+    PublisherCache,
     _ConnectFailed,
     bounded_parameters,
 )
@@ -760,33 +761,22 @@ class PipelinedPublisher(ConfirmingPublisher):
 
 
 _instances: weakref.WeakSet[PipelinedPublisher] = weakref.WeakSet()
-_publishers: dict[tuple[int, float], PipelinedPublisher] = {}
-_publishers_lock = threading.Lock()
+_publishers: PublisherCache[PipelinedPublisher] = PublisherCache(PipelinedPublisher)
 
 
 def get_pipelined_publisher(broker: RabbitmqBroker, timeout: float) -> PipelinedPublisher:
     """The :class:`PipelinedPublisher` of ``broker`` and ``timeout``, made once and cached."""
-    key = (id(broker), float(timeout))
-    with _publishers_lock:
-        publisher = _publishers.get(key)
-        if publisher is None or publisher.broker is not broker:
-            publisher = _publishers[key] = PipelinedPublisher(broker, timeout)
-        return publisher
+    return _publishers.get(broker, timeout)
 
 
 def clear_pipelined_publishers() -> None:
     """Forget every cached pipelined publisher, stopping their I/O threads (bounded)."""
-    with _publishers_lock:
-        publishers = list(_publishers.values())
-        _publishers.clear()
-    for publisher in publishers:
-        publisher.close()
+    _publishers.clear()
 
 
 def _after_fork_in_child() -> None:
     """The child has one thread: locks another thread held at fork() would never be released."""
-    global _publishers_lock
-    _publishers_lock = threading.Lock()
+    _publishers.after_fork_in_child()
     for publisher in list(_instances):
         publisher._after_fork_in_child()
 

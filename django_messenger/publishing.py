@@ -67,11 +67,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pika
 import pika.connection
@@ -431,19 +431,45 @@ def _set_blocked(session: _Session, blocked: bool, *_args: Any) -> None:
     session.blocked = blocked
 
 
-_publishers: dict[tuple[int, float], ConfirmingPublisher] = {}
-_publishers_lock = threading.Lock()
+P = TypeVar("P", bound=ConfirmingPublisher)
+
+
+class PublisherCache(Generic[P]):
+    """One publisher per (broker, timeout), made on first use; shared by every thread."""
+
+    def __init__(self, make: Callable[[RabbitmqBroker, float], P]) -> None:
+        self._make = make
+        self._publishers: dict[tuple[int, float], P] = {}
+        self._lock = threading.Lock()
+
+    def get(self, broker: RabbitmqBroker, timeout: float) -> P:
+        key = (id(broker), float(timeout))
+        with self._lock:
+            publisher = self._publishers.get(key)
+            # The cache holds the broker, so its id cannot be reused while cached; the check is cheap.
+            if publisher is None or publisher.broker is not broker:
+                publisher = self._publishers[key] = self._make(broker, timeout)
+            return publisher
+
+    def clear(self) -> None:
+        """Forget every publisher, closing each (bounded)."""
+        with self._lock:
+            publishers = list(self._publishers.values())
+            self._publishers.clear()
+        for publisher in publishers:
+            publisher.close()
+
+    def after_fork_in_child(self) -> None:
+        """The child has one thread: a lock another thread held at fork() would never be released."""
+        self._lock = threading.Lock()
+
+
+_publishers: PublisherCache[ConfirmingPublisher] = PublisherCache(ConfirmingPublisher)
 
 
 def get_publisher(broker: RabbitmqBroker, timeout: float) -> ConfirmingPublisher:
     """The :class:`ConfirmingPublisher` of ``broker`` and ``timeout``, made once and cached."""
-    key = (id(broker), float(timeout))
-    with _publishers_lock:
-        publisher = _publishers.get(key)
-        # The cache holds the broker, so its id cannot be reused while cached; the check is cheap.
-        if publisher is None or publisher.broker is not broker:
-            publisher = _publishers[key] = ConfirmingPublisher(broker, timeout)
-        return publisher
+    return _publishers.get(broker, timeout)
 
 
 def clear_publishers() -> None:
@@ -451,8 +477,7 @@ def clear_publishers() -> None:
 
     The calling thread's connection of each is closed (bounded); other threads' are not.
     """
-    with _publishers_lock:
-        publishers = list(_publishers.values())
-        _publishers.clear()
-    for publisher in publishers:
-        publisher.close()
+    _publishers.clear()
+
+
+os.register_at_fork(after_in_child=_publishers.after_fork_in_child)

@@ -9,10 +9,8 @@ black holes on 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,11 +35,18 @@ from django_messenger.pipelining import (
     get_pipelined_publisher,
 )
 from django_messenger.publishing import ConfirmingPublisher, DeadlineExceeded
-from tests.faultproxy import FaultProxy
-from tests.test_publishing import Recorder, a_message, closed_port, echo_server  # noqa: F401 - a fixture
+from tests import amqp
+from tests.amqp import (
+    MARGIN,
+    a_broker_on_a_closed_port,
+    a_broker_on_black_holes,
+    a_message,
+    echo_server_fixture,  # noqa: F401 - the echo_server fixture
+    fails_in_time,
+    in_a_forked_child,
+)
 
 TIMEOUT = 0.5
-MARGIN = 1.0
 
 
 # --- delivery tags: _Unconfirmed ------------------------------------------------------------------
@@ -406,32 +411,13 @@ def test_it_needs_a_positive_timeout(timeout: float) -> None:
 
 
 def test_get_pipelined_publisher_caches_one_per_broker_and_timeout() -> None:
-    first, second = RabbitmqBroker(host="127.0.0.1"), RabbitmqBroker(host="127.0.0.1")
-    try:
-        assert get_pipelined_publisher(first, 5) is get_pipelined_publisher(first, 5.0)
-        assert get_pipelined_publisher(first, 5) is not get_pipelined_publisher(first, 1)
-        assert get_pipelined_publisher(first, 5) is not get_pipelined_publisher(second, 5)
-        assert get_pipelined_publisher(second, 5).broker is second
-    finally:
-        clear_pipelined_publishers()
-    assert get_pipelined_publisher(first, 5) is not None
-    clear_pipelined_publishers()
+    amqp.check_caches_one_per_broker_and_timeout(get_pipelined_publisher, clear_pipelined_publishers)
 
 
 def test_a_closed_port_fails_at_once_and_runs_only_the_before_hook() -> None:
-    recorder = Recorder()
-    broker = RabbitmqBroker(url=f"amqp://guest:guest@127.0.0.1:{closed_port()}", confirm_delivery=True)
-    broker.add_middleware(recorder)
-    publisher = PipelinedPublisher(broker, TIMEOUT)
-    message = a_message()
+    publisher = PipelinedPublisher(a_broker_on_a_closed_port(), TIMEOUT)
     try:
-        start = time.monotonic()
-        with pytest.raises(BrokerUnavailable) as raised:
-            publisher.publish(message)
-        assert time.monotonic() - start < TIMEOUT + MARGIN
-        assert "Could not connect to RabbitMQ" in str(raised.value.detail)
-        assert raised.value.__cause__ is not None
-        assert recorder.calls == [("before_enqueue", message.message_id, None)]
+        amqp.check_a_closed_port_fails_at_once_running_only_the_before_hook(publisher, TIMEOUT)
         # And the I/O thread is still there for the next message, which fails the same way
         thread = publisher.io_thread
         assert thread is not None and thread.is_alive()
@@ -443,31 +429,23 @@ def test_a_closed_port_fails_at_once_and_runs_only_the_before_hook() -> None:
     assert not thread.is_alive()
 
 
-def test_black_hole_while_connecting_fails_within_the_timeout(echo_server: tuple[str, int]) -> None:  # noqa: F811
-    with FaultProxy(upstream=echo_server) as proxy:
-        proxy.blackhole()
-        publisher = PipelinedPublisher(RabbitmqBroker(url=proxy.url(), confirm_delivery=True), TIMEOUT)
+def test_black_hole_while_connecting_fails_within_the_timeout(echo_server: tuple[str, int]) -> None:
+    with a_broker_on_black_holes(echo_server) as (broker, _):
+        publisher = PipelinedPublisher(broker, TIMEOUT)
         try:
-            start = time.monotonic()
-            with pytest.raises(BrokerUnavailable) as raised:
+            with fails_in_time(TIMEOUT) as raised:
                 publisher.publish(a_message())
-            assert time.monotonic() - start < TIMEOUT + MARGIN
             assert "Could not connect" in str(raised.value.detail)
         finally:
             publisher.close()
 
 
-def test_all_hosts_share_the_timeout(echo_server: tuple[str, int]) -> None:  # noqa: F811
-    with FaultProxy(upstream=echo_server) as first, FaultProxy(upstream=echo_server) as second:
-        first.blackhole()
-        second.blackhole()
-        broker = RabbitmqBroker(url=f"{first.url()};{second.url()}", confirm_delivery=True)
+def test_all_hosts_share_the_timeout(echo_server: tuple[str, int]) -> None:
+    with a_broker_on_black_holes(echo_server, hosts=2) as (broker, (first, second)):
         publisher = PipelinedPublisher(broker, TIMEOUT)
         try:
-            start = time.monotonic()
-            with pytest.raises(BrokerUnavailable):
+            with fails_in_time(TIMEOUT):
                 publisher.publish(a_message())
-            assert time.monotonic() - start < TIMEOUT + MARGIN
             # The I/O thread goes on to the second host after the first one's share
             deadline = time.monotonic() + TIMEOUT + MARGIN
             while second.accepted == 0 and time.monotonic() < deadline:
@@ -478,8 +456,7 @@ def test_all_hosts_share_the_timeout(echo_server: tuple[str, int]) -> None:  # n
 
 
 def test_many_threads_fail_in_time_together_against_a_closed_port() -> None:
-    broker = RabbitmqBroker(url=f"amqp://guest:guest@127.0.0.1:{closed_port()}", confirm_delivery=True)
-    publisher = PipelinedPublisher(broker, TIMEOUT)
+    publisher = PipelinedPublisher(a_broker_on_a_closed_port(), TIMEOUT)
     failures: list[BaseException] = []
     elapsed: list[float] = []
 
@@ -505,8 +482,7 @@ def test_many_threads_fail_in_time_together_against_a_closed_port() -> None:
 
 
 def test_a_publish_after_close_starts_a_new_io_thread() -> None:
-    broker = RabbitmqBroker(url=f"amqp://guest:guest@127.0.0.1:{closed_port()}", confirm_delivery=True)
-    publisher = PipelinedPublisher(broker, TIMEOUT)
+    publisher = PipelinedPublisher(a_broker_on_a_closed_port(), TIMEOUT)
     try:
         with pytest.raises(BrokerUnavailable):
             publisher.publish(a_message())
@@ -521,27 +497,21 @@ def test_a_publish_after_close_starts_a_new_io_thread() -> None:
 
 
 def test_a_forked_child_forgets_the_parents_io_thread() -> None:
-    broker = RabbitmqBroker(url=f"amqp://guest:guest@127.0.0.1:{closed_port()}", confirm_delivery=True)
-    publisher = PipelinedPublisher(broker, TIMEOUT)
+    publisher = PipelinedPublisher(a_broker_on_a_closed_port(), TIMEOUT)
     with pytest.raises(BrokerUnavailable):
         publisher.publish(a_message())
     parent_thread = publisher.io_thread
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork() with threads
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        status = 1
-        try:
-            forgotten = publisher.io_thread is None
-            with contextlib.suppress(BrokerUnavailable):
-                publisher.publish(a_message())
-            own = publisher.io_thread
-            status = 0 if forgotten and own is not None and own is not parent_thread and own.is_alive() else 2
-        finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
+
+    def child() -> int:
+        forgotten = publisher.io_thread is None
+        with contextlib.suppress(BrokerUnavailable):
+            publisher.publish(a_message())
+        own = publisher.io_thread
+        return 0 if forgotten and own is not None and own is not parent_thread and own.is_alive() else 2
+
+    exit_code = in_a_forked_child(child)
     try:
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert exit_code == 0
         assert publisher.io_thread is parent_thread and parent_thread is not None and parent_thread.is_alive()
     finally:
         publisher.close()

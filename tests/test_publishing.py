@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-import socketserver
-import threading
-import time
 from collections.abc import Iterator
-from typing import Any
 
-import dramatiq
 import pika
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import Middleware
 from pika.adapters.blocking_connection import BlockingConnection
 from pika.adapters.select_connection import SelectConnection
 
-from django_messenger.exceptions import BrokerUnavailable
 from django_messenger.publishing import (
     ConfirmingPublisher,
     _Session,
@@ -26,40 +19,20 @@ from django_messenger.publishing import (
     clear_publishers,
     get_publisher,
 )
+from tests import amqp
+from tests.amqp import (
+    a_broker_on_a_closed_port,
+    a_broker_on_black_holes,
+    a_message,
+    echo_server_fixture,  # noqa: F401 - the echo_server fixture
+    fails_in_time,
+)
 from tests.faultproxy import FaultProxy
 
 TIMEOUT = 0.5
-MARGIN = 1.0
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        try:
-            while data := self.request.recv(65536):
-                self.request.sendall(data)
-        except ConnectionError:
-            pass  # the proxy resets its upstream connections too
-
-
-class _EchoServer(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
-
-@pytest.fixture
-def echo_server() -> Iterator[tuple[str, int]]:
-    """A TCP echo server on 127.0.0.1 (an ephemeral port): the proxy's upstream in these tests."""
-    server = _EchoServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    yield (str(host), int(port))
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 @pytest.fixture
@@ -76,30 +49,6 @@ def connect(proxy: FaultProxy) -> socket.socket:
 def echo(sock: socket.socket, data: bytes = b"ping") -> bytes:
     sock.sendall(data)
     return sock.recv(65536)
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def a_message(queue_name: str = "unit") -> dramatiq.Message[Any]:
-    return dramatiq.Message(queue_name=queue_name, actor_name="noop", args=(), kwargs={}, options={})
-
-
-class Recorder(Middleware):
-    """Dramatiq middleware that records the enqueue hooks."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any, Any]] = []
-
-    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
-        self.calls.append(("before_enqueue", message.message_id, delay))
-
-    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
-        self.calls.append(("after_enqueue", message.message_id, delay))
 
 
 # --- the proxy ------------------------------------------------------------------------------------
@@ -247,14 +196,7 @@ def test_publisher_needs_a_positive_timeout(timeout: float) -> None:
 
 
 def test_get_publisher_caches_one_per_broker_and_timeout() -> None:
-    first, second = RabbitmqBroker(host="127.0.0.1"), RabbitmqBroker(host="127.0.0.1")
-    try:
-        assert get_publisher(first, 5) is get_publisher(first, 5.0)
-        assert get_publisher(first, 5) is not get_publisher(first, 1)
-        assert get_publisher(first, 5) is not get_publisher(second, 5)
-        assert get_publisher(second, 5).broker is second
-    finally:
-        clear_publishers()
+    amqp.check_caches_one_per_broker_and_timeout(get_publisher, clear_publishers)
 
 
 # --- the deadline, without RabbitMQ ---------------------------------------------------------------
@@ -268,49 +210,30 @@ def test_the_private_pika_hooks_of_the_deadline_exist() -> None:
 
 
 def test_closed_port_fails_at_once_and_runs_only_the_before_hook() -> None:
-    # Given a broker on a port where nothing listens, with a middleware recording hooks
-    recorder = Recorder()
-    broker = RabbitmqBroker(url=f"amqp://guest:guest@127.0.0.1:{closed_port()}", confirm_delivery=True)
-    broker.add_middleware(recorder)
-    publisher = ConfirmingPublisher(broker, TIMEOUT)
-    message = a_message()
-    # When a message is published
-    start = time.monotonic()
-    with pytest.raises(BrokerUnavailable) as raised:
-        publisher.publish(message)
-    # Then it fails within the timeout, saying why, chained to pika's error
-    assert time.monotonic() - start < TIMEOUT + MARGIN
-    assert "Could not connect to RabbitMQ" in str(raised.value.detail)
-    assert raised.value.__cause__ is not None
-    # And after_enqueue did not run
-    assert recorder.calls == [("before_enqueue", message.message_id, None)]
+    # Given a broker on a port where nothing listens
+    publisher = ConfirmingPublisher(a_broker_on_a_closed_port(), TIMEOUT)
+    # When a message is published, Then it fails within the timeout, saying why, chained to pika's
+    # error, and after_enqueue did not run
+    amqp.check_a_closed_port_fails_at_once_running_only_the_before_hook(publisher, TIMEOUT)
 
 
 def test_black_hole_while_connecting_fails_within_the_timeout(echo_server: tuple[str, int]) -> None:
     # Given a server that accepts connections and never answers
-    with FaultProxy(upstream=echo_server) as proxy:
-        proxy.blackhole()
-        publisher = ConfirmingPublisher(RabbitmqBroker(url=proxy.url(), confirm_delivery=True), TIMEOUT)
+    with a_broker_on_black_holes(echo_server) as (broker, _):
+        publisher = ConfirmingPublisher(broker, TIMEOUT)
         # When a message is published, Then it fails within the timeout
-        start = time.monotonic()
-        with pytest.raises(BrokerUnavailable):
+        with fails_in_time(TIMEOUT):
             publisher.publish(a_message())
-        assert time.monotonic() - start < TIMEOUT + MARGIN
 
 
 def test_all_hosts_share_the_timeout(echo_server: tuple[str, int]) -> None:
     # Given a broker with two hosts that both black-hole
-    with FaultProxy(upstream=echo_server) as first, FaultProxy(upstream=echo_server) as second:
-        first.blackhole()
-        second.blackhole()
-        broker = RabbitmqBroker(url=f"{first.url()};{second.url()}", confirm_delivery=True)
+    with a_broker_on_black_holes(echo_server, hosts=2) as (broker, (first, second)):
         publisher = ConfirmingPublisher(broker, TIMEOUT)
-        # When a message is published
-        start = time.monotonic()
-        with pytest.raises(BrokerUnavailable):
+        # When a message is published, Then the whole call fits in the timeout
+        with fails_in_time(TIMEOUT):
             publisher.publish(a_message())
-        # Then both were tried, and the whole call still fits in the timeout
-        assert time.monotonic() - start < TIMEOUT + MARGIN
+        # And both hosts were tried
         assert first.accepted >= 1 and second.accepted >= 1
 
 

@@ -15,6 +15,9 @@ from typing import Any
 import pika
 import pytest
 
+from tests.amqp import RABBITMQ
+from tests.faultproxy import FaultProxy
+
 from .processes import Process, port_open, start_server, start_worker
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672"
@@ -102,3 +105,19 @@ def server(process_env: dict[str, str], log_dir: Path) -> Iterator[str]:
     process, url = start_server(process_env, log_dir, wsgi="tests.integration.wsgi:application")
     yield url
     process.stop()
+
+
+# --- the publisher fault tests (test_publishing_faults.py, test_pipelining_faults.py) -------------
+
+
+@pytest.fixture
+def queue(own_queue: str) -> str:
+    """A queue of this test only, deleted with its DQ and XQ after it (``own_queue`` by another name)."""
+    return own_queue
+
+
+@pytest.fixture
+def proxy(rabbitmq: str) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of RabbitMQ: publish through ``proxy.url()`` to inject network faults."""
+    with FaultProxy(upstream=RABBITMQ) as running:
+        yield running
