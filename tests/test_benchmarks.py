@@ -112,3 +112,15 @@ def test_end_to_end_benchmark_prints_its_table(rabbitmq: None) -> None:
     assert "### End to end" in out
     assert "| messenger" in out and "| dramatiq" in out
     assert "p50, messenger / dramatiq" in out
+
+
+@pytest.mark.integration
+def test_dispatch_profile_prints_its_table(rabbitmq: None) -> None:
+    # Given RabbitMQ
+    # When the in-process dispatch profile runs its smoke mode
+    out = run_script("profile_dispatch")
+
+    # Then it printed the cost of each variant
+    assert "### In-process POST" in out
+    for row in ("| bare", "| dramatiq", "| messenger"):
+        assert row in out
