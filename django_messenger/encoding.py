@@ -164,16 +164,20 @@ class _DataclassCodec(_Codec):
         super().__init__(cls)
         fields = dataclasses.fields(cls)
         self.names = tuple(field.name for field in fields)
+        self.name_set = frozenset(self.names)
         self.init_names = frozenset(field.name for field in fields if field.init)
+        self.all_init = self.init_names == self.name_set
 
     def encode(self, obj: Any) -> dict[str, Any]:
         return {name: encode_value(getattr(obj, name)) for name in self.names}
 
     def decode(self, body: dict[str, Any]) -> Any:
-        unknown = set(body) - set(self.names)
-        if unknown:
-            raise MessageDecodingFailed(f"{self.cls.__qualname__} has no field(s) {sorted(unknown)}.")
+        if not self.name_set.issuperset(body):
+            unknown = sorted(set(body) - self.name_set)
+            raise MessageDecodingFailed(f"{self.cls.__qualname__} has no field(s) {unknown}.")
         values = {name: decode_value(value) for name, value in body.items()}
+        if self.all_init:
+            return self.cls(**values)
         obj = self.cls(**{name: value for name, value in values.items() if name in self.init_names})
         for name, value in values.items():
             if name not in self.init_names:
