@@ -29,10 +29,6 @@ logger = logging.getLogger("django_messenger")
 FANOUT_PREFIX = "django_messenger.fanout."
 
 
-def _current_message() -> Any:
-    return current_message()
-
-
 #: Measures an envelope as Dramatiq's JSON encoder writes it (built once: json.dumps with
 #: arguments builds a new encoder every call, which costs as much as the encoding).
 _SIZE_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
@@ -49,7 +45,7 @@ def _check_size(payload: Any) -> None:
 def _received(payload: Any) -> Any:
     _check_size(payload)
     envelope = decode_envelope(payload)
-    message = _current_message()
+    message = current_message()
     if message is not None:
         envelope = envelope.with_stamps(
             ReceivedStamp(
