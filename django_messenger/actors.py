@@ -8,7 +8,6 @@ decoded raises :class:`MessageDecodingFailed`, which is in every handler's
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -19,6 +18,7 @@ from .conf import messenger_settings
 from .encoding import decode_envelope
 from .exceptions import MessageDecodingFailed
 from .execution import call_handler
+from .limits import check_envelope_size
 from .middleware import current_message
 from .registry import DEFAULT_ACTOR_OPTIONS, Handler, registry
 from .sending import publish
@@ -29,21 +29,8 @@ logger = logging.getLogger("django_messenger")
 FANOUT_PREFIX = "django_messenger.fanout."
 
 
-#: Measures an envelope as Dramatiq's JSON encoder writes it (built once: json.dumps with
-#: arguments builds a new encoder every call, which costs as much as the encoding).
-_SIZE_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-
-
-def _check_size(payload: Any) -> None:
-    limit = messenger_settings.MAX_MESSAGE_SIZE
-    if limit and len(_SIZE_ENCODER.encode(payload)) > limit:
-        raise MessageDecodingFailed(
-            f"The envelope is larger than MESSENGER['MAX_MESSAGE_SIZE'] ({limit} bytes)."
-        )
-
-
 def _received(payload: Any) -> Any:
-    _check_size(payload)
+    check_envelope_size(payload)
     envelope = decode_envelope(payload)
     message = current_message()
     if message is not None:
@@ -130,7 +117,7 @@ def declare_fanout_actors(broker: Any) -> None:
 
 def fan_out(payload: Any) -> None:
     """Send ``payload`` on to the actor of every handler of its type (in the worker)."""
-    _check_size(payload)
+    check_envelope_size(payload)
     envelope = decode_envelope(payload)  # validates the type and the body before anything is sent
     if not registry.has_handlers(type(envelope.message)):
         raise MessageDecodingFailed(f"No handler for {type(envelope.message)!r} in this worker.")

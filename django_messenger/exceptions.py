@@ -30,6 +30,18 @@ class MessageDecodingFailed(MessengerError):
     """
 
 
+class MessageTooLarge(MessageDecodingFailed):
+    """An encoded envelope is larger than ``MESSENGER["MAX_MESSAGE_SIZE"]``.
+
+    On the web side nothing is sent (a view answers 413); a worker treats such a
+    message as poison.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The envelope is larger than MESSENGER['MAX_MESSAGE_SIZE'] ({limit} bytes).")
+        self.limit = limit
+
+
 class MessageEncodingFailed(MessengerError, TypeError):
     """A message holds a value that the JSON wire format cannot carry."""
 
