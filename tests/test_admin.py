@@ -97,6 +97,24 @@ def test_the_change_permission_allows_retry(failed, broker):
     assert "1 message(s) sent again." in texts(response)
 
 
+def test_a_retry_the_broker_refuses_keeps_the_row_and_shows_no_internals(failed, broker, monkeypatch):
+    # Given a broker that refuses every message, with its address in the error
+    def refuse(message: Any, *, delay: Any = None) -> Any:
+        raise ConnectionError("amqp://guest@10.0.0.7:5672 refused the connection")
+
+    monkeypatch.setattr(broker, "enqueue", refuse)
+    client = staff("view_failedmessage", "change_failedmessage")
+
+    # When a user who may retry does
+    response = post_action(client, "retry_selected", failed)
+
+    # Then the row stays, and the error says what to do, not where the broker is
+    assert FailedMessage.objects.filter(pk=failed.pk).exists()
+    [text] = texts(response)
+    assert "did not accept it; it stays in the list. Retry later." in text
+    assert "10.0.0.7" not in text and "5672" not in text and "refused the connection" not in text
+
+
 def test_the_delete_permission_allows_removal_but_not_retry(failed, broker):
     client = staff("view_failedmessage", "delete_failedmessage")
 
@@ -120,7 +138,7 @@ def test_a_retry_that_finds_the_failure_gone_warns_and_sends_nothing(failed, bro
     request = RequestFactory().post(reverse(CHANGELIST))
     request.user = user
     request.session = SessionStore()
-    request._messages = FallbackStorage(request)  # type: ignore[attr-defined]
+    request._messages = FallbackStorage(request)
 
     # When this admin's retry runs on them
     model_admin.retry_selected(request, listed)
