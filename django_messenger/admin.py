@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from . import failures
-from .exceptions import MessengerError
+from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
 from .models import FailedMessage
 
 
@@ -32,13 +33,32 @@ class FailedMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-igno
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Retry the selected messages (their failed handler only)")
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        """Retrying sends the message again and deletes the row: it needs the *change* permission.
+
+        ``has_change_permission`` stays False (the rows are read-only); a view-only user gets
+        no retry action, and Django's admin ignores a forged POST of it.
+        """
+        codename = get_permission_codename("change", self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    @admin.action(
+        description="Retry the selected messages (their failed handler only)", permissions=["retry"]
+    )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[FailedMessage]) -> None:
         sent = 0
         for failed in queryset:
             try:
                 failures.retry(failed)
                 sent += 1
+            except FailedMessageGone as exc:
+                self.message_user(request, f"{exc} Nothing was sent.", messages.WARNING)
+            except BrokerUnavailable:
+                self.message_user(
+                    request,
+                    f"{failed}: the message broker did not accept it; it stays in the list. Retry later.",
+                    messages.ERROR,
+                )
             except MessengerError as exc:
                 self.message_user(request, f"{failed}: {exc}", messages.ERROR)
         if sent:

@@ -42,6 +42,17 @@ class MessageTooLarge(MessageDecodingFailed):
         self.limit = limit
 
 
+class FailedMessageGone(MessengerError):
+    """A failed message was asked to be retried, but another retry or a removal took it first.
+
+    Nothing was sent by this call: the one that took it did the retry (or the removal).
+    """
+
+    def __init__(self, message_id: object) -> None:
+        super().__init__(f"Failed message {message_id} was already retried or removed.")
+        self.message_id = message_id
+
+
 class MessageEncodingFailed(MessengerError, TypeError):
     """A message holds a value that the JSON wire format cannot carry."""
 

@@ -18,7 +18,7 @@ from django.db import transaction
 from dramatiq import Message
 
 from .actors import FANOUT_PREFIX
-from .exceptions import MessengerError
+from .exceptions import FailedMessageGone, MessengerError
 from .middleware import FIRST_FAILED_AT, TRIES
 from .models import FailedMessage
 from .registry import registry
@@ -107,7 +107,12 @@ def select(ids: Iterable[str] = (), *, handler: str | None = None, all_: bool = 
 
 
 def retry(failed: FailedMessage) -> Message[Any]:
-    """Send the failed envelope again to the handler that failed (only that one), then forget it."""
+    """Send the failed envelope again to the handler that failed (only that one), then forget it.
+
+    The row is deleted and the message published in one transaction: of concurrent retries
+    of one failure exactly one sends it, the others raise :class:`FailedMessageGone`; a
+    publish that fails (:class:`BrokerUnavailable`) rolls the delete back, so the row stays.
+    """
     handler = registry.handler_named(failed.handler)
     if failed.handler.startswith(FANOUT_PREFIX):
         actor = registry.broker.actors.get(failed.handler) if registry.broker is not None else None
@@ -123,9 +128,20 @@ def retry(failed: FailedMessage) -> Message[Any]:
         options={},
     )
     with transaction.atomic():
-        FailedMessage.objects.filter(pk=failed.pk).delete()
+        if not _claim(failed):
+            raise FailedMessageGone(failed.message_id or failed.broker_message_id)
         publish(actor.broker, message)
     return message
+
+
+def _claim(failed: FailedMessage) -> bool:
+    """Delete ``failed``'s row in the current transaction; whether this call is the one that deleted it.
+
+    A concurrent claim of the same row waits on its row lock until this transaction ends,
+    then deletes nothing (committed) or takes the row itself (rolled back).
+    """
+    _, deleted = FailedMessage.objects.filter(pk=failed.pk).delete()
+    return deleted.get(FailedMessage._meta.label, 0) == 1
 
 
 def remove(failures: Iterable[FailedMessage]) -> int:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from io import StringIO
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from dramatiq import Message
 
-from django_messenger import bus
+from django_messenger import bus, failures
 from django_messenger.encoding import encode_envelope
 from django_messenger.envelope import Envelope
+from django_messenger.exceptions import FailedMessageGone
 from django_messenger.models import FailedMessage
 from django_messenger.registry import registry
 from django_messenger.testing import drain
+from tests.conftest import queued
 from tests.testapp.messages import Flaky, Ping
 from tests.testapp.models import Effect
 
@@ -124,6 +128,109 @@ def test_an_unknown_id_is_an_error(broker, action):
 def test_retry_needs_ids_or_all(broker):
     with pytest.raises(CommandError):
         run("retry")
+
+
+def retry_in_threads(pk: int, count: int) -> list[object]:
+    """``count`` threads, each with its own database connection, retry row ``pk`` at once."""
+    barrier = threading.Barrier(count)
+    outcomes: list[object] = [None] * count
+
+    def one(index: int) -> None:
+        try:
+            row = FailedMessage.objects.get(pk=pk)
+            barrier.wait(timeout=10)
+            outcomes[index] = failures.retry(row)
+        except Exception as exc:
+            outcomes[index] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return outcomes
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_concurrent_retries_of_one_failure_send_it_once(broker, round_):
+    # Given one stored failure, and nothing on the broker
+    message_id = fail_one(f"race {round_}")
+    pk = FailedMessage.objects.get(message_id=message_id).pk
+    broker.flush_all()
+
+    # When three retries of it race
+    outcomes = retry_in_threads(pk, 3)
+
+    # Then exactly one sends it; the others are told it is gone
+    assert [message.args[0]["id"] for message in queued(broker)] == [str(message_id)]
+    assert sum(isinstance(outcome, Message) for outcome in outcomes) == 1, outcomes
+    losers = [outcome for outcome in outcomes if not isinstance(outcome, Message)]
+    assert all(isinstance(loser, FailedMessageGone) for loser in losers), losers
+    assert all(
+        f"Failed message {message_id} was already retried or removed." == str(loser) for loser in losers
+    )
+    assert not FailedMessage.objects.filter(pk=pk).exists()
+
+
+def test_retry_of_a_row_removed_since_it_was_read_sends_nothing(broker):
+    message_id = fail_one()
+    row = FailedMessage.objects.get(message_id=message_id)
+    broker.flush_all()
+    run("remove", str(message_id))
+
+    with pytest.raises(FailedMessageGone, match="already retried or removed"):
+        failures.retry(row)
+
+    assert queued(broker) == []
+
+
+def test_the_cli_loser_of_a_race_exits_non_zero_and_says_why(broker, monkeypatch):
+    # Given a failure that another retry takes between the CLI's lookup and its own retry
+    message_id = fail_one()
+    broker.flush_all()
+    select = failures.select
+
+    def select_then_lose_the_race(*args: Any, **kwargs: Any) -> list[FailedMessage]:
+        rows = select(*args, **kwargs)
+        failures.retry(FailedMessage.objects.get(pk=rows[0].pk))
+        return rows
+
+    monkeypatch.setattr(failures, "select", select_then_lose_the_race)
+    out = StringIO()
+
+    # When the CLI retries it
+    with pytest.raises(CommandError, match="already retried or removed"):
+        call_command("messenger_failed", "retry", str(message_id), stdout=out, stderr=out)
+
+    # Then only the winner sent it
+    assert len(queued(broker)) == 1
+    assert f"Failed message {message_id} was already retried or removed." in out.getvalue()
+    assert "sent again" not in out.getvalue()
+
+
+def test_a_retry_whose_send_fails_keeps_the_failure(broker, monkeypatch):
+    # Given a failure, and a broker that refuses every message
+    message_id = fail_one()
+    broker.flush_all()
+
+    def refuse(message: Any, *, delay: Any = None) -> Any:
+        raise ConnectionError("the broker is down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(broker, "enqueue", refuse)
+
+        # When it is retried
+        with pytest.raises(CommandError, match="could not be retried"):
+            run("retry", str(message_id))
+
+    # Then the row stays, and a later retry sends it
+    assert FailedMessage.objects.filter(message_id=message_id).exists()
+    assert queued(broker) == []
+    run("retry", str(message_id))
+    assert len(queued(broker)) == 1
+    assert not FailedMessage.objects.filter(message_id=message_id).exists()
 
 
 class TestPoison:

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import failures
-from ...exceptions import BrokerUnavailable, MessengerError
+from ...exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
 from ...models import FailedMessage
 
 
@@ -93,17 +93,27 @@ class Command(BaseCommand):
             self.stdout.write("")
 
     def handle_retry(self, **options: Any) -> None:
-        errors = 0
+        errors = gone = 0
         for row in self._select(options):
             try:
                 failures.retry(row)
+            except FailedMessageGone as exc:
+                gone += 1
+                self.stderr.write(f"{row.message_id} ({row.handler}): not retried: {exc}")
             except (MessengerError, BrokerUnavailable) as exc:
                 errors += 1
                 self.stderr.write(f"{row.message_id} ({row.handler}): not retried: {exc}")
             else:
                 self.stdout.write(f"{row.message_id} sent again to {row.handler}.")
+        problems = []
         if errors:
-            raise CommandError(f"{errors} message(s) could not be retried; they stay in the list.")
+            problems.append(f"{errors} message(s) could not be retried; they stay in the list.")
+        if gone:
+            problems.append(
+                f"{gone} message(s) were already retried or removed by someone else; not sent again."
+            )
+        if problems:
+            raise CommandError(" ".join(problems))
 
     def handle_remove(self, **options: Any) -> None:
         count = failures.remove(self._select(options))
