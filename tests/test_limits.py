@@ -18,21 +18,21 @@ pytestmark = pytest.mark.django_db
 EURO = "\N{EURO SIGN}"
 
 
-def article_payload_size(api_client: Any, broker: Any, body: str) -> int:
+def article_payload_size(api_client: Any, broker: Any, body: str, title: str = "t") -> int:
     """The size, as a worker measures it, of the envelope a POST of an article with ``body`` makes."""
-    response = api_client.post("/articles/", {"title": "t", "body": body}, format="json")
+    response = api_client.post("/articles/", {"title": title, "body": body}, format="json")
     assert response.status_code == 202, response.content
     [message] = queued(broker)
     broker.flush_all()
     return envelope_size(message.args[0])
 
 
-def article_body_of_size(api_client: Any, broker: Any, size: int) -> str:
-    """An article body whose POST makes an envelope of exactly ``size`` bytes, mostly euro signs."""
-    base = article_payload_size(api_client, broker, "")
+def article_body_of_size(api_client: Any, broker: Any, size: int, title: str = "t") -> str:
+    """An article body whose POST (with ``title``) makes an envelope of exactly ``size`` bytes."""
+    base = article_payload_size(api_client, broker, "", title)
     euros, rest = divmod(size - base, 6)
     body = EURO * euros + "a" * rest
-    assert article_payload_size(api_client, broker, body) == size
+    assert article_payload_size(api_client, broker, body, title) == size
     return body
 
 
