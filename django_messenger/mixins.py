@@ -56,7 +56,7 @@ class MessengerViewMixin:
         return view
 
     def handle_exception(self, exc: Exception) -> Any:
-        """DRF's, plus a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` as a JSON 413."""
+        """DRF's, plus a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` as a JSON 413, and a 503 with its id."""
         if isinstance(exc, RequestDataTooBig):
             exc = RequestTooLarge()
         response = super().handle_exception(exc)  # type: ignore[misc]
