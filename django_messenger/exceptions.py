@@ -1,14 +1,26 @@
 """Exceptions raised by django-messenger.
 
-Every exception derives from :class:`MessengerError`. :class:`BrokerUnavailable` is
-also a DRF ``APIException`` so that any DRF view that dispatches (ours or a user's
-own) answers 503 with a ``Retry-After`` header instead of a 500.
+Every exception derives from :class:`MessengerError`. :class:`BrokerUnavailable` and
+:class:`MessageTooLarge` are also DRF ``APIException`` subclasses, so that any DRF view that
+dispatches (ours or a user's own) answers 503 (with ``Retry-After``) or 413 instead of a 500.
+
+Such an exception has two texts: its ``detail`` is what a client sees, and says what the
+client can do, never hosts, ports or exception text; ``str(exc)`` (its ``reason``) is what
+happened, for logs, tracebacks and the failure store.
 """
 
 from __future__ import annotations
 
+import uuid
+from typing import TYPE_CHECKING
+
 from rest_framework import status
 from rest_framework.exceptions import APIException
+
+from .conf import messenger_settings
+
+if TYPE_CHECKING:
+    from .envelope import Envelope
 
 
 class MessengerError(Exception):
@@ -30,16 +42,31 @@ class MessageDecodingFailed(MessengerError):
     """
 
 
-class MessageTooLarge(MessageDecodingFailed):
+class MessageTooLarge(MessageDecodingFailed, APIException):
     """An encoded envelope is larger than ``MESSENGER["MAX_MESSAGE_SIZE"]``.
 
-    On the web side nothing is sent (a view answers 413); a worker treats such a
-    message as poison.
+    On the web side nothing is sent (a DRF view answers 413); a worker treats such a
+    message as poison. ``size`` is the envelope's size in bytes, ``limit`` the setting's.
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"The envelope is larger than MESSENGER['MAX_MESSAGE_SIZE'] ({limit} bytes).")
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request is too large to be sent as one message. Send less data."
+    default_code = "message_too_large"
+
+    def __init__(self, limit: int, size: int) -> None:
+        APIException.__init__(
+            self,
+            f"The request is too large to be sent as one message: it makes {size} bytes, and the limit "
+            f"is {limit} bytes (a character outside ASCII counts 6 to 12). Send less data.",
+        )
         self.limit = limit
+        self.size = size
+        self.reason = (
+            f"The envelope is {size} bytes, larger than MESSENGER['MAX_MESSAGE_SIZE'] ({limit} bytes)."
+        )
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class FailedMessageGone(MessengerError):
@@ -62,28 +89,49 @@ class UnknownTransport(MessengerError):
 
 
 class BrokerUnavailable(MessengerError, APIException):
-    """The broker did not accept the message (down, unreachable, nack, timeout).
+    """The broker did not confirm the message (down, unreachable, nack, no confirm in time).
 
-    Nothing was sent. In a DRF view this becomes a 503 with a ``Retry-After`` header.
+    The message may still have reached the broker: a confirm can time out after the broker
+    took the message, so it may be delivered once even though the send failed (handlers
+    de-duplicate by message id, docs/reliability.md). ``reason`` (``str(exc)``) says what
+    happened, for the log; the client-facing ``detail`` never names hosts, ports or
+    exception text. The transport sets ``envelope``, the envelope whose send failed
+    (``message_id`` is its id). In a DRF view this becomes a 503 with a ``Retry-After``
+    header; messenger's views add the ``Messenger-Message-Id`` header.
     """
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "The message broker is unavailable; nothing was sent. Retry later."
+    default_detail = (
+        "The message broker did not confirm the message; it may or may not have been accepted. "
+        "Retry after the Retry-After delay; the Messenger-Message-Id header identifies this attempt."
+    )
     default_code = "broker_unavailable"
 
-    def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
-        APIException.__init__(self, detail)
+    def __init__(
+        self, reason: str | None = None, *, retry_after: int | None = None, envelope: Envelope | None = None
+    ) -> None:
+        APIException.__init__(self)
+        #: What happened, for logs and developers (never sent to a client).
+        self.reason = reason or "The message broker did not confirm the message."
+        #: The envelope whose send failed, once the transport knows it.
+        self.envelope = envelope
         if retry_after is None:
-            from .conf import messenger_settings
-
             retry_after = messenger_settings.RETRY_AFTER
         #: Seconds a client should wait; DRF's exception handler sends it as ``Retry-After``.
         self.wait = retry_after
+
+    @property
+    def message_id(self) -> uuid.UUID | None:
+        """The id of the envelope whose send failed (None until the transport set it)."""
+        return self.envelope.message_id if self.envelope is not None else None
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class RequestTooLarge(APIException):
     """The request body is larger than Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``: nothing was sent."""
 
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is too large."
+    default_detail = "The request body is too large. Send less data."
     default_code = "request_too_large"

@@ -28,5 +28,7 @@ def envelope_size(payload: Any) -> int:
 def check_envelope_size(payload: Any) -> None:
     """Raise :class:`MessageTooLarge` when ``payload`` exceeds ``MAX_MESSAGE_SIZE`` (0: no limit)."""
     limit = messenger_settings.MAX_MESSAGE_SIZE
-    if limit and envelope_size(payload) > limit:
-        raise MessageTooLarge(limit)
+    if limit:
+        size = envelope_size(payload)
+        if size > limit:
+            raise MessageTooLarge(limit, size)

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .envelope import Envelope
-from .exceptions import RequestTooLarge
+from .exceptions import BrokerUnavailable, RequestTooLarge
 from .persisters import MessengerPersister, apply_changes, build_new
 from .stamps import HandledStamp
 
@@ -56,10 +56,14 @@ class MessengerViewMixin:
         return view
 
     def handle_exception(self, exc: Exception) -> Any:
-        """DRF's, plus a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` as a JSON 413."""
+        """DRF's, plus a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` as a JSON 413, and a 503 with its id."""
         if isinstance(exc, RequestDataTooBig):
-            exc = RequestTooLarge(str(exc) or None)
-        return super().handle_exception(exc)  # type: ignore[misc]
+            exc = RequestTooLarge()
+        response = super().handle_exception(exc)  # type: ignore[misc]
+        if isinstance(exc, BrokerUnavailable) and exc.message_id is not None:
+            # The broker may have the message after all: the client's retry and the logs share its id.
+            response[MESSAGE_ID_HEADER] = str(exc.message_id)
+        return response
 
     # -- persister and serializer ---------------------------------------------------
 

@@ -8,6 +8,8 @@ an :class:`OperationStamp` (and a :class:`RemoveStamp` for a destroy).
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,6 +23,8 @@ from .bus import MessageBus, bus
 from .conf import messenger_settings
 from .envelope import Envelope
 from .stamps import OperationStamp, RemoveStamp, Stamp, UserStamp
+
+logger = logging.getLogger("django_messenger")
 
 
 class MessengerPersister:
@@ -92,13 +96,7 @@ def build_new(
             if not getattr(serializer, "partial", False):
                 raise
             # A PATCH of an input DTO that needs fields the request did not send.
-            raise serializers.ValidationError(
-                {
-                    api_settings.NON_FIELD_ERRORS_KEY: [
-                        f"This request must set every field {message_class.__name__} needs: {exc}"
-                    ]
-                }
-            ) from exc
+            raise _missing_fields_error(message_class, data, exc) from exc
     model = _model_of(serializer)
     if model is None:
         raise ImproperlyConfigured(
@@ -106,6 +104,30 @@ def build_new(
             f"which message class its validated data builds."
         )
     return model(**_split_to_many(model, data))
+
+
+def _missing_fields_error(
+    message_class: type, data: Mapping[str, Any], exc: TypeError
+) -> serializers.ValidationError:
+    """A 400 naming the fields ``message_class`` needs that ``data`` lacks; the TypeError goes to the log."""
+    logger.info("A partial update could not build %s: %s", message_class.__qualname__, exc)
+    required = serializers.Field.default_error_messages["required"]
+    missing = _required_parameters(message_class) - set(data)
+    if missing:
+        return serializers.ValidationError({name: [required] for name in sorted(missing)})
+    return serializers.ValidationError(
+        {api_settings.NON_FIELD_ERRORS_KEY: ["This request must set every field of the operation."]}
+    )
+
+
+def _required_parameters(message_class: type) -> set[str]:
+    """The keyword arguments ``message_class(...)`` cannot do without (empty when unknown)."""
+    try:
+        parameters = inspect.signature(message_class).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty}
 
 
 def apply_changes(instance: models.Model, data: Mapping[str, Any]) -> models.Model:

@@ -5,12 +5,12 @@ or, with ``MESSENGER["PUBLISHER"] = "pipelined"``, :mod:`django_messenger.pipeli
 I/O thread per process); both wait for the broker's confirm for at most
 ``MESSENGER["PUBLISH_TIMEOUT"]`` seconds. Other brokers
 (Redis, the StubBroker of tests) use the broker's own ``enqueue``. Any failure
-becomes :class:`~django_messenger.exceptions.BrokerUnavailable`: nothing was sent.
+becomes :class:`~django_messenger.exceptions.BrokerUnavailable`: the message was not
+confirmed (it may still have reached the broker). Callers log it with what they know.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from dramatiq import Message
@@ -20,8 +20,6 @@ from .conf import messenger_settings
 from .exceptions import BrokerUnavailable
 from .pipelining import get_pipelined_publisher
 from .publishing import get_publisher
-
-logger = logging.getLogger("django_messenger")
 
 
 def publish(broker: Any, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
@@ -34,9 +32,7 @@ def publish(broker: Any, message: Message[Any], *, delay: int | None = None) -> 
             return get_publisher(broker, timeout).publish(message, delay=delay)
         sent: Message[Any] = broker.enqueue(message, delay=delay)
         return sent
-    except BrokerUnavailable as exc:
-        logger.warning("The broker refused message %s: %s", message.message_id, exc.detail)
+    except BrokerUnavailable:
         raise
     except Exception as exc:
-        logger.warning("The broker refused message %s: %s", message.message_id, exc)
-        raise BrokerUnavailable(f"The message broker did not accept the message: {exc}") from exc
+        raise BrokerUnavailable(f"The message broker did not accept the message: {exc!r}") from exc

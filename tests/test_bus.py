@@ -72,8 +72,15 @@ def test_a_refusing_broker_raises_broker_unavailable(broker, monkeypatch):
 
     monkeypatch.setattr(broker, "enqueue", refuse)
 
-    with pytest.raises(BrokerUnavailable):
+    with pytest.raises(BrokerUnavailable) as raised:
         bus.dispatch(Ping(text="lost?"))
+
+    # The caller learns which envelope may or may not have reached the broker, and why
+    assert raised.value.envelope is not None
+    assert raised.value.envelope.message == Ping(text="lost?")
+    assert raised.value.message_id == raised.value.envelope.message_id
+    assert "down" in str(raised.value)
+    assert "down" not in str(raised.value.detail)
 
 
 @pytest.mark.django_db

@@ -176,7 +176,7 @@ def outcome(pipeline: _Pipeline, pending: _Pending) -> str:
         pipeline.wait(pending)
     except BrokerUnavailable as exc:
         assert exc.__cause__ is not None
-        return str(exc.detail)
+        return exc.reason
     return "ok"
 
 
@@ -435,7 +435,7 @@ def test_black_hole_while_connecting_fails_within_the_timeout(echo_server: tuple
         try:
             with fails_in_time(TIMEOUT) as raised:
                 publisher.publish(a_message())
-            assert "Could not connect" in str(raised.value.detail)
+            assert "Could not connect" in raised.value.reason
         finally:
             publisher.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -153,12 +154,16 @@ class TestInput:
         assert envelope.message == RenameArticle(title="Arrakis")
         assert envelope.last(OperationStamp).lookup == {"pk": str(article.pk)}
 
-    def test_a_patch_missing_fields_the_dto_needs_is_400_not_500(self, api_client, broker, article):
+    def test_a_patch_missing_fields_the_dto_needs_is_400_not_500(self, api_client, broker, article, caplog):
+        caplog.set_level("INFO", logger="django_messenger")
+
         response = api_client.patch(f"/renamed-articles/{article.pk}/", {}, format="json")
 
+        # Then the 400 names the missing field as DRF does, and Python's TypeError stays in the log
         assert response.status_code == 400
-        assert "non_field_errors" in response.json()
+        assert response.json() == {"title": ["This field is required."]}
         assert queued(broker) == []
+        assert "missing 1 required positional argument" in caplog.text
 
     def test_input_dto_delete_carries_the_remove_stamp(self, api_client, broker, article):
         response = api_client.delete(f"/renamed-articles/{article.pk}/", {"title": "gone"}, format="json")
@@ -261,6 +266,32 @@ class TestEdge:
         assert "detail" in response.json()
         assert queued(broker) == []
 
+    @pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
+    def test_a_5000_digit_number_in_a_field_is_a_400_that_names_no_python_internals(
+        self, api_client, broker, content_type
+    ):
+        # A JSON *number* that large fails in the parser (hostile bodies, docs/reliability.md);
+        # as a string, form field or JSON string, it reaches the serializer's fields.
+        digits = "9" * 5000
+        body = json.dumps({"a": digits, "b": 1}) if content_type == "application/json" else f"a={digits}&b=1"
+
+        response = api_client.post("/computations/", body, content_type=content_type)
+
+        assert response.status_code == 400
+        assert list(response.json()) == ["a"]
+        assert "sys." not in response.content.decode()
+        assert queued(broker) == []
+
+    def test_a_body_over_the_upload_limit_names_no_setting(self, api_client, broker, settings):
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+        response = api_client.post(
+            "/pings/", '{"text": "%s"}' % ("x" * 5000), content_type="application/json"
+        )
+
+        assert response.status_code == 413
+        assert "DATA_UPLOAD_MAX_MEMORY_SIZE" not in response.json()["detail"]
+
     def test_user_stamp_is_opt_in(self, api_client, broker, settings):
         user = User.objects.create_user("grace")
         api_client.force_authenticate(user)
@@ -283,13 +314,23 @@ class TestBrokerFailure:
         monkeypatch.setattr(broker, "enqueue", refuse)
         return broker
 
-    def test_a_refused_send_is_503_with_retry_after(self, api_client, failing_broker):
+    def test_a_refused_send_is_503_with_retry_after_and_the_message_id(
+        self, api_client, failing_broker, caplog
+    ):
         response = api_client.post("/pings/", {"text": "hello"}, format="json")
 
+        # Then the client gets a 503 it can act on: wait, retry, and quote the attempt's id
         assert response.status_code == 503
-        assert "detail" in response.json()
+        detail = response.json()["detail"]
+        assert "may or may not have been accepted" in detail
         assert int(response["Retry-After"]) > 0
-        assert "Messenger-Message-Id" not in response
+        message_id = str(uuid.UUID(response["Messenger-Message-Id"]))
+        # And what went wrong is in the log, with that id, never in the answer
+        assert "connection refused" not in response.content.decode()
+        assert "ConnectionError" not in response.content.decode()
+        [record] = [r for r in caplog.records if r.name == "django_messenger" and r.levelname == "WARNING"]
+        assert message_id in record.getMessage()
+        assert "connection refused" in record.getMessage()
 
     @pytest.mark.django_db(transaction=True)
     def test_under_atomic_requests_it_is_still_503(self, api_client, failing_broker, atomic_requests):

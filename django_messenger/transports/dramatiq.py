@@ -9,6 +9,7 @@ there are.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,11 +17,14 @@ from dramatiq import Message
 
 from ..encoding import encode_envelope
 from ..envelope import Envelope
-from ..exceptions import MessengerError
+from ..exceptions import BrokerUnavailable, MessengerError
+from ..limits import check_envelope_size
 from ..registry import Handler
 from ..sending import publish
 from ..stamps import DelayStamp, SentStamp
 from .base import Transport
+
+logger = logging.getLogger("django_messenger")
 
 
 class DramatiqTransport(Transport):
@@ -45,16 +49,35 @@ class DramatiqTransport(Transport):
         return actor
 
     def send(self, envelope: Envelope, handlers: Sequence[Handler]) -> Envelope:
+        """Publish ``envelope`` once.
+
+        Raises:
+          MessageTooLarge: a worker would refuse the encoded envelope; nothing was sent.
+          BrokerUnavailable: the broker did not confirm it (``exc.envelope`` is ``envelope``).
+        """
         actor = self.actor_for(handlers)
+        payload = encode_envelope(envelope)
+        # Measured as the worker measures it (limits.py), so that what it would refuse is never sent.
+        check_envelope_size(payload)
         message: Message[Any] = Message(
             queue_name=actor.queue_name,
             actor_name=actor.actor_name,
-            args=(encode_envelope(envelope),),
+            args=(payload,),
             kwargs={},
             options={},
         )
         delay = envelope.last(DelayStamp)
-        publish(actor.broker, message, delay=delay.milliseconds if delay is not None else None)
+        try:
+            publish(actor.broker, message, delay=delay.milliseconds if delay is not None else None)
+        except BrokerUnavailable as exc:
+            exc.envelope = envelope
+            logger.warning(
+                "The broker did not confirm message %s (broker message %s): %s",
+                envelope.message_id,
+                message.message_id,
+                exc.reason,
+            )
+            raise
         return envelope.with_stamps(
             SentStamp(transport=self.name, queue_name=actor.queue_name, broker_message_id=message.message_id)
         )

@@ -17,7 +17,7 @@ import requests
 from tests.faultproxy import FaultProxy
 from tests.testapp.models import Effect
 
-from .processes import start_server, wait_for
+from .processes import Process, start_server, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("worker")]
 
@@ -32,6 +32,10 @@ def proxy(rabbitmq: str) -> Iterator[FaultProxy]:
         yield fault_proxy
 
 
+#: The process behind each proxied server's URL: its log holds what a client must not see.
+_server_processes: dict[str, Process] = {}
+
+
 @pytest.fixture(scope="module", params=["per-thread", "pipelined"])
 def proxied_server(request, proxy, process_env, log_dir) -> Iterator[str]:
     """A gthread server (2 threads) sending through ``proxy``, with each kind of publisher."""
@@ -43,6 +47,7 @@ def proxied_server(request, proxy, process_env, log_dir) -> Iterator[str]:
         "MESSENGER_ATOMIC_REQUESTS": "1",
     }
     process, url = start_server(env, log_dir, wsgi="tests.integration.wsgi:application", threads=2)
+    _server_processes[url] = process
     yield url
     process.stop()
 
@@ -64,10 +69,26 @@ def assert_refused_in_time(response: requests.Response, elapsed: float, fault: s
     # Printed for docs/reliability.md (run with -s to see it).
     print(f"[fault test] {fault}: {response.status_code} after {elapsed:.2f}s (timeout {PUBLISH_TIMEOUT}s)")
     assert response.status_code == 503, response.text
-    assert response.json()["detail"]
+    assert "may or may not have been accepted" in response.json()["detail"]
     assert int(response.headers["Retry-After"]) > 0
-    assert "Messenger-Message-Id" not in response.headers
     assert elapsed < PUBLISH_TIMEOUT + MARGIN, f"took {elapsed:.2f}s"
+
+
+def assert_the_client_learns_the_id_and_the_log_the_cause(
+    url: str, proxy: FaultProxy, response: requests.Response
+) -> str:
+    """The 503 names the attempt (Messenger-Message-Id) but not our broker; the server's log names both.
+
+    Returns the server's log line about the attempt.
+    """
+    message_id = str(uuid.UUID(response.headers["Messenger-Message-Id"]))
+    for internal in (proxy.host, str(proxy.port), "RabbitMQ", "pika", "Error", "PUBLISH_TIMEOUT"):
+        assert internal not in response.text, f"the 503 shows {internal!r}: {response.text}"
+    process = _server_processes[url]
+    wait_for(lambda: message_id in process.log(), what="the warning with the message id in the server log")
+    [line] = [line for line in process.log().splitlines() if message_id in line]
+    assert "RabbitMQ" in line, line
+    return line
 
 
 def assert_accepted_and_handled(url: str, text: str) -> None:
@@ -88,6 +109,7 @@ def test_a_fault_on_an_open_connection_is_a_503_in_time_then_recovers(proxied_se
         response, elapsed = timed_post(proxied_server, f"during {fault} {attempt}")
         # Then every write is refused in time, and nothing is accepted
         assert_refused_in_time(response, elapsed, f"{fault} on an open connection, attempt {attempt}")
+        assert_the_client_learns_the_id_and_the_log_the_cause(proxied_server, proxy, response)
 
     # When the broker is reachable again, writes are accepted with no restart
     proxy.restore()
@@ -100,6 +122,9 @@ def test_a_broker_that_refuses_new_connections_is_a_503(proxied_server, proxy):
     response, elapsed = timed_post(proxied_server, "refused")
 
     assert_refused_in_time(response, elapsed, "new connections reset")
+    # The connection error names the proxy's host and port: in the log only
+    line = assert_the_client_learns_the_id_and_the_log_the_cause(proxied_server, proxy, response)
+    assert f"{proxy.host}:{proxy.port}" in line, line
 
 
 def test_a_malformed_write_is_still_a_400_while_the_broker_is_down(proxied_server, proxy):
