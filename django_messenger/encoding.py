@@ -12,7 +12,10 @@ value is a *tagged* object ``{"$type": "<tag>", "$value": ...}``: ``decimal``,
 infinities), ``tuple``, ``set``, ``frozenset``, ``bytes``, ``dict`` (non-string
 keys, or a ``"$type"`` key of its own), and ``object`` for a nested dataclass or
 model instance of a *registered* type. Decoding resolves type names through the
-registry only: nothing read from the wire is imported or executed by name.
+registry only: nothing read from the wire is imported or executed by name. Each decoded
+value is checked against its field's annotation (:mod:`django_messenger.typecheck`), and
+decoding is bounded in nesting, container sizes and hash collisions
+(:mod:`django_messenger.bounds`).
 """
 
 from __future__ import annotations

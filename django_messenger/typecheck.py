@@ -122,6 +122,15 @@ def _literal_check(options: tuple[Any, ...]) -> Check:
     return check
 
 
+def _optional(check: Check) -> Check:
+    """``X | None``: None, or what ``check`` accepts (without raising for the None test)."""
+
+    def optional(value: Any) -> Any:
+        return None if value is None else check(value)
+
+    return optional
+
+
 def _union_check(alternatives: list[Check]) -> Check:
     def check(value: Any) -> Any:
         errors = []
@@ -219,7 +228,12 @@ def checker_for(hint: Any) -> Check:
         return checker_for(arguments[0])
     if origin is typing.Union or isinstance(hint, types.UnionType):
         alternatives = [checker_for(argument) for argument in arguments]
-        return accept_any if accept_any in alternatives else _union_check(alternatives)
+        if accept_any in alternatives:
+            return accept_any
+        if _check_none in alternatives:
+            rest = [alternative for alternative in alternatives if alternative is not _check_none]
+            return _optional(rest[0] if len(rest) == 1 else _union_check(rest))
+        return _union_check(alternatives)
     if origin is typing.Literal:
         return _literal_check(arguments)
     if origin is None and isinstance(hint, type):
@@ -299,7 +313,7 @@ def dataclass_checks(cls: type) -> dict[str, Check]:
     for field in dataclasses.fields(cls):
         check = checker_for(hints[field.name]) if field.name in hints else accept_any
         if field.default is None and check is not accept_any:
-            check = _union_check([_check_none, check])
+            check = _optional(check)
         checks[field.name] = check
     return checks
 
@@ -396,5 +410,5 @@ def model_checks(cls: Any) -> dict[str, Check]:
         if python_type is None:
             checks[field.attname] = accept_any
         else:
-            checks[field.attname] = _union_check([_check_none, checker_for(python_type)])
+            checks[field.attname] = _optional(checker_for(python_type))
     return checks
