@@ -18,7 +18,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.utils import module_loading
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_messenger import Envelope, MessageDecodingFailed
@@ -1014,3 +1014,25 @@ def test_nesting_up_to_the_bound_decodes_and_deeper_is_poison() -> None:
 def test_a_container_over_the_item_bound_is_poison(value: Any) -> None:
     with pytest.raises(MessageDecodingFailed, match="items"):
         decode_envelope(with_ping_text(value))
+
+
+_typed_messages = st.builds(
+    Typed,
+    count=st.integers(),
+    tags=st.lists(st.text(max_size=5), max_size=4).map(tuple),
+    seen=st.frozensets(st.integers(), max_size=6),
+    mood=st.sampled_from(Mood),
+    level=st.sampled_from(["low", "high"]),
+    home=st.none() | st.builds(Address, st.text(max_size=5), st.text(max_size=5)),
+    extra=st.none() | st.integers() | st.lists(st.text(max_size=3), max_size=3),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_typed_messages)
+def test_any_typed_message_round_trips_exactly(typed: None, message: Typed) -> None:
+    # (the fixture registers two types for the whole test; nothing to reset between inputs)
+    decoded = envelope_through_the_wire(Envelope(message)).message
+
+    assert decoded == message
+    assert type(decoded.tags) is tuple and type(decoded.seen) is frozenset and type(decoded.mood) is Mood
