@@ -53,10 +53,6 @@ def _fail(value: Any, expected: str) -> MessageDecodingFailed:
     return MessageDecodingFailed(f"Expected {expected}, got a value of type {type(value).__name__}.")
 
 
-def _describe(hint: Any) -> str:
-    return getattr(hint, "__qualname__", None) or repr(hint)
-
-
 # -- scalars ----------------------------------------------------------------------
 
 
@@ -117,7 +113,7 @@ def _literal_check(options: tuple[Any, ...]) -> Check:
             plain = option.value if isinstance(option, enum.Enum) else option
             if type(value) is type(plain) and value == plain:
                 return option
-        raise MessageDecodingFailed(f"Expected one of {list(options)!r}, got {value!r}.")
+        raise MessageDecodingFailed(f"Expected one of {list(options)!r}, got {value!r:.60}.")
 
     return check
 
@@ -207,7 +203,7 @@ def _dict_check(key: Check, item: Check) -> Check:
     return check
 
 
-_SEQUENCES = {collections.abc.Sequence, collections.abc.MutableSequence, collections.abc.Iterable}
+_SEQUENCES = {collections.abc.Sequence, collections.abc.MutableSequence}
 _SETS = {set: set, frozenset: frozenset, collections.abc.Set: None, collections.abc.MutableSet: set}
 _MAPPINGS = {dict, collections.abc.Mapping, collections.abc.MutableMapping}
 
