@@ -118,8 +118,20 @@ def _literal_check(options: tuple[Any, ...]) -> Check:
     return check
 
 
-def _optional(check: Check) -> Check:
-    """``X | None``: None, or what ``check`` accepts (without raising for the None test)."""
+def _optional(check: Check, exact: type | None = None) -> Check:
+    """``X | None``: None, or what ``check`` accepts (without raising for the None test).
+
+    ``exact``, when given, is a class whose instances ``check`` accepts as they are: the
+    common case then costs one call.
+    """
+    if exact is not None:
+
+        def optional_exact(value: Any) -> Any:
+            if value is None or type(value) is exact:
+                return value
+            return check(value)
+
+        return optional_exact
 
     def optional(value: Any) -> Any:
         return None if value is None else check(value)
@@ -406,5 +418,5 @@ def model_checks(cls: Any) -> dict[str, Check]:
         if python_type is None:
             checks[field.attname] = accept_any
         else:
-            checks[field.attname] = _optional(checker_for(python_type))
+            checks[field.attname] = _optional(checker_for(python_type), exact=python_type)
     return checks
