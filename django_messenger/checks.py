@@ -6,11 +6,13 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import dramatiq
 from django.apps import AppConfig, apps
 from django.core import checks
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from .conf import SYNC_TRANSPORT, messenger_settings
+from .dramatiq_encoder import BoundedJSONEncoder
 from .registry import registry
 
 
@@ -228,3 +230,21 @@ def check_views(
                 )
             )
     return errors
+
+
+@checks.register("messenger")
+def check_encoder(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W010: Dramatiq parses a message of any size before the worker's size check."""
+    if not messenger_settings.MAX_MESSAGE_SIZE or isinstance(dramatiq.get_encoder(), BoundedJSONEncoder):
+        return []
+    return [
+        checks.Warning(
+            "Dramatiq's encoder parses a message of any size before MESSENGER['MAX_MESSAGE_SIZE'] is "
+            "checked: a huge message on the queue costs a worker its parsing.",
+            hint="Set DRAMATIQ_ENCODER = 'django_messenger.dramatiq_encoder.BoundedJSONEncoder'.",
+            obj="DRAMATIQ_ENCODER",
+            id="django_messenger.W010",
+        )
+    ]

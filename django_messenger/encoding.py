@@ -12,13 +12,17 @@ value is a *tagged* object ``{"$type": "<tag>", "$value": ...}``: ``decimal``,
 infinities), ``tuple``, ``set``, ``frozenset``, ``bytes``, ``dict`` (non-string
 keys, or a ``"$type"`` key of its own), and ``object`` for a nested dataclass or
 model instance of a *registered* type. Decoding resolves type names through the
-registry only: nothing read from the wire is imported or executed by name.
+registry only: nothing read from the wire is imported or executed by name. Each decoded
+value is checked against its field's annotation (:mod:`django_messenger.typecheck`), and
+decoding is bounded in nesting, container sizes and hash collisions
+(:mod:`django_messenger.bounds`).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import enum
 import math
 import uuid
 from collections.abc import Callable
@@ -26,13 +30,15 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import models
+from django.db import models, router
 from django.db.models.fields.files import FieldFile
 
+from .bounds import bounded_set, check_depth, check_hashes, check_items
 from .envelope import Envelope
 from .exceptions import MessageDecodingFailed, MessageEncodingFailed
 from .registry import HandlerRegistry, registry
 from .stamps import STAMP_TYPES, Stamp
+from .typecheck import Check, dataclass_checks, model_checks, plain_class_checks
 
 WIRE_VERSION = 1
 TAG = "$type"
@@ -61,6 +67,8 @@ def encode_value(value: Any) -> Any:
     for base, encoder in _ENCODERS.items():
         if isinstance(value, base):
             return encoder(value)
+    if isinstance(value, enum.Enum):  # rebuilt from its value where a field is annotated with its enum
+        return encode_value(value.value)
     raise MessageEncodingFailed(
         f"A value of type {kind.__module__}.{kind.__qualname__} cannot travel in a message; "
         f"use JSON types, Decimal, datetime, date, time, timedelta, UUID, or a registered dataclass or model."
@@ -96,27 +104,53 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
 }
 
 
-def decode_value(data: Any) -> Any:
-    """The Python value of JSON ``data`` written by :func:`encode_value`."""
+def decode_value(data: Any, depth: int = 0) -> Any:
+    """The Python value of JSON ``data`` written by :func:`encode_value`.
+
+    ``depth`` is how deep ``data`` sits in the message: decoding is bounded (see
+    :mod:`django_messenger.bounds`) in nesting, in items a container and in hash collisions.
+    """
     kind = type(data)
     if kind is dict:
+        depth += 1
+        check_depth(depth)
         if TAG in data:
-            return _decode_tagged(data)
-        return {key: decode_value(item) for key, item in data.items()}
+            return _decode_tagged(data, depth)
+        check_items(len(data))
+        return {key: decode_value(item, depth) for key, item in data.items()}
     if kind is list:
-        return [decode_value(item) for item in data]
+        depth += 1
+        check_depth(depth)
+        check_items(len(data))
+        return [decode_value(item, depth) for item in data]
     return data
 
 
-def _decode_tagged(data: dict[str, Any]) -> Any:
+def _decode_tagged(data: dict[str, Any], depth: int) -> Any:
     tag = data[TAG]
     value = data.get(VALUE)
     if tag == "object":
-        return decode_body(registry.resolve(str(data.get("class"))), value)
+        return decode_body(registry.resolve(str(data.get("class"))), value, depth)
     decoder = _DECODERS.get(tag)
-    if decoder is None:
+    if decoder is not None:
+        return decoder(value)
+    container = _CONTAINERS.get(tag)
+    if container is None:
         raise MessageDecodingFailed(f"Unknown value tag {tag!r}.")
-    return decoder(value)
+    if type(value) is not list:
+        raise MessageDecodingFailed(f"A {tag} travels as a list of values.")
+    check_items(len(value))
+    return container(value, depth)
+
+
+def _decode_items(value: list[Any], depth: int) -> list[Any]:
+    return [decode_value(item, depth) for item in value]
+
+
+def _decode_dict(value: list[Any], depth: int) -> dict[Any, Any]:
+    pairs = [(decode_value(key, depth), decode_value(item, depth)) for key, item in value]
+    check_hashes(key for key, _ in pairs)
+    return dict(pairs)
 
 
 _DECODERS: dict[str, Callable[[Any], Any]] = {
@@ -127,11 +161,15 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "timedelta": lambda value: timedelta(days=value[0], seconds=value[1], microseconds=value[2]),
     "uuid": lambda value: uuid.UUID(value),
     "float": lambda value: float(value),
-    "tuple": lambda value: tuple(decode_value(item) for item in value),
-    "set": lambda value: {decode_value(item) for item in value},
-    "frozenset": lambda value: frozenset(decode_value(item) for item in value),
     "bytes": lambda value: base64.b64decode(value.encode("ascii"), validate=True),
-    "dict": lambda value: {decode_value(key): decode_value(item) for key, item in value},
+}
+
+#: Tagged containers: a list of values (of key-value pairs for ``dict``) on the wire.
+_CONTAINERS: dict[str, Callable[[list[Any], int], Any]] = {
+    "tuple": lambda value, depth: tuple(_decode_items(value, depth)),
+    "set": lambda value, depth: bounded_set(_decode_items(value, depth), set),
+    "frozenset": lambda value, depth: bounded_set(_decode_items(value, depth), frozenset),
+    "dict": _decode_dict,
 }
 
 
@@ -139,10 +177,15 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
 
 
 class _Codec:
-    """How one message class becomes a body and back; built once a class."""
+    """How one message class becomes a body and back; built once a class.
+
+    A plain (non-dataclass) class carries only the attributes its ``__init__`` takes or its
+    annotations declare, each checked against its annotation; none may shadow a method.
+    """
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
+        self.checks = plain_class_checks(cls)
 
     def encode(self, obj: Any) -> dict[str, Any]:
         try:
@@ -151,31 +194,44 @@ class _Codec:
             raise MessageEncodingFailed(
                 f"{self.cls.__qualname__} has no __dict__ (it uses __slots__): make it a dataclass."
             ) from None
+        if not self.checks.keys() >= attributes.keys():
+            unknown = sorted(set(attributes) - set(self.checks))
+            raise MessageEncodingFailed(
+                f"{self.cls.__qualname__} has attribute(s) {unknown} that its __init__ parameters "
+                f"and annotations do not name (or that shadow its methods): only those travel; "
+                f"make it a dataclass."
+            )
         return {key: encode_value(value) for key, value in attributes.items()}
 
-    def decode(self, body: dict[str, Any]) -> Any:
+    def decode(self, body: dict[str, Any], depth: int) -> Any:
+        checks = self.checks
+        if not checks.keys() >= body.keys():
+            raise MessageDecodingFailed(
+                f"{self.cls.__qualname__} has no attribute(s) {sorted(set(body) - set(checks))}."
+            )
         obj: Any = object.__new__(self.cls)
-        obj.__dict__.update({key: decode_value(value) for key, value in body.items()})
+        obj.__dict__.update(_decode_fields(self.cls, checks, body, depth))
         return obj
 
 
 class _DataclassCodec(_Codec):
     def __init__(self, cls: type) -> None:
-        super().__init__(cls)
+        self.cls = cls
         fields = dataclasses.fields(cls)
         self.names = tuple(field.name for field in fields)
-        self.name_set = frozenset(self.names)
         self.init_names = frozenset(field.name for field in fields if field.init)
-        self.all_init = self.init_names == self.name_set
+        self.all_init = self.init_names == frozenset(self.names)
+        self.checks = dataclass_checks(cls)
 
     def encode(self, obj: Any) -> dict[str, Any]:
         return {name: encode_value(getattr(obj, name)) for name in self.names}
 
-    def decode(self, body: dict[str, Any]) -> Any:
-        if not self.name_set.issuperset(body):
-            unknown = sorted(set(body) - self.name_set)
+    def decode(self, body: dict[str, Any], depth: int) -> Any:
+        checks = self.checks
+        if not checks.keys() >= body.keys():
+            unknown = sorted(set(body) - set(checks))
             raise MessageDecodingFailed(f"{self.cls.__qualname__} has no field(s) {unknown}.")
-        values = {name: decode_value(value) for name, value in body.items()}
+        values = _decode_fields(self.cls, checks, body, depth)
         if self.all_init:
             return self.cls(**values)
         obj = self.cls(**{name: value for name, value in values.items() if name in self.init_names})
@@ -186,12 +242,18 @@ class _DataclassCodec(_Codec):
 
 
 class _ModelCodec(_Codec):
-    """A model instance: its loaded concrete field values (foreign keys by id) and state."""
+    """A model instance: its loaded concrete field values (foreign keys by id) and whether it is new.
+
+    The database alias is not read from the wire: a saved instance gets the router's
+    ``db_for_write`` alias, a new one none (as a new instance has), so a forged message cannot
+    send a ``save()`` to another database. (Messages written before this change carry a
+    ``"db"`` key; it is ignored.)
+    """
 
     def __init__(self, cls: type[models.Model]) -> None:
-        super().__init__(cls)
+        self.cls = cls
         self.fields = tuple(cls._meta.concrete_fields)
-        self.attnames = frozenset(field.attname for field in self.fields)
+        self.checks = model_checks(cls)
 
     def encode(self, obj: Any) -> dict[str, Any]:
         loaded = obj.__dict__
@@ -202,19 +264,39 @@ class _ModelCodec(_Codec):
                 if isinstance(value, FieldFile):
                     value = value.name
                 values[field.attname] = encode_value(value)
-        return {"fields": values, "adding": obj._state.adding, "db": obj._state.db}
+        return {"fields": values, "adding": obj._state.adding}
 
-    def decode(self, body: dict[str, Any]) -> Any:
+    def decode(self, body: dict[str, Any], depth: int) -> Any:
         fields = body["fields"]
-        unknown = set(fields) - self.attnames
+        adding = body["adding"]
+        if type(fields) is not dict or type(adding) is not bool:
+            raise MessageDecodingFailed(
+                f"A {self.cls.__qualname__} travels as its fields and whether it is new."
+            )
+        checks = self.checks
+        unknown = set(fields) - checks.keys()
         if unknown:
             raise MessageDecodingFailed(f"{self.cls.__qualname__} has no field(s) {sorted(unknown)}.")
-        names = [field.attname for field in self.fields if field.attname in fields]
+        decoded = _decode_fields(self.cls, checks, fields, depth)
+        names = [field.attname for field in self.fields if field.attname in decoded]
+        values = [decoded[name] for name in names]
+        db = None if adding else router.db_for_write(self.cls)
         model: Any = self.cls
-        obj = model.from_db(body.get("db"), names, [decode_value(fields[name]) for name in names])
-        obj._state.adding = bool(body["adding"])
-        obj._state.db = body.get("db")
+        obj = model.from_db(db, names, values)
+        obj._state.adding = adding
         return obj
+
+
+def _decode_fields(cls: type, checks: dict[str, Check], body: dict[str, Any], depth: int) -> dict[str, Any]:
+    """Each value of ``body`` decoded and checked; an error names the class and the field."""
+    values = {}
+    name = ""
+    try:
+        for name, value in body.items():
+            values[name] = checks[name](decode_value(value, depth))
+    except MessageDecodingFailed as exc:
+        raise MessageDecodingFailed(f"{cls.__qualname__}.{name}: {exc}") from None
+    return values
 
 
 _codecs: dict[type, _Codec] = {}
@@ -237,10 +319,11 @@ def encode_body(message: Any) -> dict[str, Any]:
     return _codec(type(message)).encode(message)
 
 
-def decode_body(cls: type, body: Any) -> Any:
+def decode_body(cls: type, body: Any, depth: int = 0) -> Any:
+    """An instance of ``cls`` from ``body``; each value checked against its field's type."""
     if type(body) is not dict:
         raise MessageDecodingFailed(f"The body of a {cls.__qualname__} must be a JSON object.")
-    return _codec(cls).decode(body)
+    return _codec(cls).decode(body, depth + 1)
 
 
 # -- envelopes --------------------------------------------------------------------

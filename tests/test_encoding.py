@@ -7,19 +7,22 @@ import enum
 import importlib
 import json
 import math
+import time
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import models
 from django.utils import module_loading
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_messenger import Envelope, MessageDecodingFailed
+from django_messenger.bounds import MAX_DEPTH, MAX_ITEMS
 from django_messenger.encoding import (
     WIRE_VERSION,
     decode_envelope,
@@ -758,3 +761,278 @@ def test_encoding_failed_is_a_type_error() -> None:
     # So code that guards JSON encoding with `except TypeError` still works
     with pytest.raises(TypeError):
         encode_value(object())
+
+
+# -- what the wire may claim: field types, classes, databases, bounds ----------------
+
+
+class Mood(enum.Enum):
+    HAPPY = "happy"
+    GRUMPY = "grumpy"
+
+
+@dataclass
+class Typed:
+    """A message whose fields are checked against their annotations on decoding."""
+
+    messenger_name = "tests.typed"
+
+    count: int
+    tags: tuple[str, ...] = ()
+    seen: frozenset[int] = frozenset()
+    mood: Mood = Mood.HAPPY
+    level: Literal["low", "high"] = "low"
+    home: Address | None = None
+    extra: Any = None
+
+
+class Greeter:
+    """A plain class with a method, an attribute and a property."""
+
+    messenger_name = "tests.greeter"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def greet(self) -> str:
+        return f"hello {self.name}"
+
+
+@pytest.fixture
+def typed(scratch: Any) -> None:
+    registry.register_type(Typed)
+    registry.register_type(Greeter)
+
+
+def typed_payload(**body: Any) -> dict[str, Any]:
+    payload = encode_envelope(Envelope(Typed(count=1)))
+    payload["body"].update(body)
+    return json.loads(json.dumps(payload))
+
+
+def test_a_typed_message_round_trips_with_its_enum_tuple_and_frozenset(typed: None) -> None:
+    message = Typed(count=2, tags=("a", "b"), seen=frozenset({1, 2}), mood=Mood.GRUMPY, level="high")
+
+    decoded = envelope_through_the_wire(Envelope(message)).message
+
+    assert decoded == message
+    assert decoded.mood is Mood.GRUMPY
+
+
+def test_a_list_sent_for_a_tuple_field_arrives_as_a_tuple(typed: None) -> None:
+    decoded = decode_envelope(typed_payload(tags=["a", "b"])).message
+
+    assert decoded.tags == ("a", "b")
+
+
+FORGED = {
+    "a string for an int": {"count": "1"},
+    "a bool for an int": {"count": True},
+    "a float for an int": {"count": 1.5},
+    "a null for an int": {"count": None},
+    "a number in a tuple of strings": {"tags": {"$type": "tuple", "$value": ["a", 1]}},
+    "a string for a frozenset": {"seen": "12"},
+    "an unknown enum value": {"mood": "furious"},
+    "a value outside the literal": {"level": "medium"},
+    "a registered class where another is annotated": {
+        "home": {"$type": "object", "class": "testapp.Ping", "$value": {"text": "hi"}}
+    },
+    "a nested object whose own field has the wrong type": {
+        "home": {"$type": "object", "class": "testapp.Address", "$value": {"street": 1, "city": "b"}}
+    },
+}
+
+
+@pytest.mark.parametrize("body", FORGED.values(), ids=FORGED.keys())
+def test_a_value_that_does_not_fit_its_field_is_poison(typed: None, body: dict[str, Any]) -> None:
+    with pytest.raises(MessageDecodingFailed):
+        decode_envelope(typed_payload(**body))
+
+
+def test_a_ping_whose_text_is_not_a_string_is_poison() -> None:
+    with pytest.raises(MessageDecodingFailed, match="Expected a str"):
+        decode_envelope(with_ping_text(["not", "text"]))
+
+
+def test_a_field_annotated_any_takes_any_wire_value(typed: None) -> None:
+    decoded = decode_envelope(typed_payload(extra={"$type": "set", "$value": [1, 2]})).message
+
+    assert decoded.extra == {1, 2}
+
+
+def test_a_plain_class_round_trips_and_keeps_its_methods(typed: None) -> None:
+    decoded = envelope_through_the_wire(Envelope(Greeter("Ada"))).message
+
+    assert decoded.name == "Ada"
+    assert decoded.greet() == "hello Ada"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "Ada", "greet": "not a method any more"},
+        {"name": "Ada", "__class__": "x"},
+        {"name": "Ada", "is_staff": True},
+        {"name": 1},
+    ],
+    ids=["shadows a method", "dunder", "undeclared attribute", "wrong type"],
+)
+def test_a_plain_class_gets_only_its_declared_attributes(typed: None, body: dict[str, Any]) -> None:
+    payload = encode_envelope(Envelope(Greeter("Ada")))
+    payload["body"] = body
+
+    with pytest.raises(MessageDecodingFailed):
+        decode_envelope(payload)
+
+
+def test_a_plain_class_with_an_undeclared_attribute_fails_at_dispatch(typed: None) -> None:
+    greeter = Greeter("Ada")
+    greeter.cache = {}  # type: ignore[attr-defined]
+
+    with pytest.raises(MessageEncodingFailed, match=r"\['cache'\]"):
+        encode_envelope(Envelope(greeter))
+
+
+def test_a_model_field_of_the_wrong_type_is_poison() -> None:
+    payload = encode_envelope(Envelope(Article(title="T")))
+    payload["body"]["fields"]["title"] = ["not", "a", "title"]
+
+    with pytest.raises(MessageDecodingFailed, match="Expected a str"):
+        decode_envelope(payload)
+
+
+def test_a_model_foreign_key_takes_the_type_of_its_target() -> None:
+    payload = encode_envelope(Envelope(Article(title="T", author_id=5)))
+    payload["body"]["fields"]["author_id"] = "5"
+
+    with pytest.raises(MessageDecodingFailed, match="Expected an int"):
+        decode_envelope(payload)
+
+
+class ToReplica:
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return "replica"
+
+
+def test_a_model_instance_takes_its_database_from_the_router_not_the_wire(settings: Any) -> None:
+    # Given a saved article whose envelope claims another database
+    settings.DATABASE_ROUTERS = [ToReplica()]
+    article = Article(title="T")
+    article._state.adding = False
+    article._state.db = "default"
+    payload = encode_envelope(Envelope(article))
+    payload["body"]["db"] = "forged"
+
+    # When it is decoded
+    decoded = decode_envelope(payload).message
+
+    # Then its database is the router's choice
+    assert decoded._state.db == "replica"
+    assert "db" not in encode_envelope(Envelope(article))["body"]
+
+
+def test_a_new_model_instance_has_no_database_whatever_the_wire_says() -> None:
+    payload = encode_envelope(Envelope(Article(title="T")))
+    payload["body"]["db"] = "forged"
+
+    decoded = decode_envelope(payload).message
+
+    assert decoded._state.db is None
+    assert decoded._state.adding is True
+
+
+def test_a_model_instance_whose_adding_is_not_a_bool_is_poison() -> None:
+    payload = encode_envelope(Envelope(Article(title="T")))
+    payload["body"]["adding"] = "yes"
+
+    with pytest.raises(MessageDecodingFailed):
+        decode_envelope(payload)
+
+
+MERSENNE = 2**61 - 1  # ints that differ by a multiple of it share one hash value
+
+
+def flood(tag: str, make: Any, count: int = 40_000) -> dict[str, Any]:
+    items = [encode_value(make(k)) for k in range(1, count + 1)]
+    if tag == "dict":
+        items = [[item, 0] for item in items]
+    return with_ping_text({"$type": tag, "$value": items})
+
+
+@pytest.mark.parametrize(
+    ("tag", "make"),
+    [
+        ("frozenset", lambda k: k * MERSENNE),
+        ("set", lambda k: k * MERSENNE),
+        ("dict", lambda k: k * MERSENNE),
+        ("set", lambda k: Decimal(k * MERSENNE)),
+        ("set", lambda k: (k * MERSENNE,)),
+    ],
+    ids=["frozenset of ints", "set of ints", "dict of int keys", "set of decimals", "set of tuples"],
+)
+def test_a_hash_flooding_set_fails_fast(tag: str, make: Any) -> None:
+    # Given 40,000 distinct values that all share one hash (quadratic to put in a set: seconds of CPU)
+    payload = json.loads(json.dumps(flood(tag, make)))
+
+    # When it is decoded
+    started = time.perf_counter()
+    with pytest.raises(MessageDecodingFailed, match="share one hash"):
+        decode_envelope(payload)
+
+    # Then it was refused before the set was built
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_set_with_a_few_equal_hashes_still_decodes() -> None:
+    values = {-1, -2, 1, MERSENNE + 1}  # hash(-1) == hash(-2), hash(1) == hash(2**61)
+
+    assert through_the_wire(values) == values
+
+
+def nested_lists(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_nesting_up_to_the_bound_decodes_and_deeper_is_poison() -> None:
+    assert decode_value(nested_lists(MAX_DEPTH)) == nested_lists(MAX_DEPTH)
+    with pytest.raises(MessageDecodingFailed, match="deeper"):
+        decode_value(nested_lists(MAX_DEPTH + 1))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [0] * (MAX_ITEMS + 1),
+        dict.fromkeys((str(n) for n in range(MAX_ITEMS + 1)), 0),
+        {"$type": "tuple", "$value": [0] * (MAX_ITEMS + 1)},
+    ],
+    ids=["list", "object", "tuple"],
+)
+def test_a_container_over_the_item_bound_is_poison(value: Any) -> None:
+    with pytest.raises(MessageDecodingFailed, match="items"):
+        decode_envelope(with_ping_text(value))
+
+
+_typed_messages = st.builds(
+    Typed,
+    count=st.integers(),
+    tags=st.lists(st.text(max_size=5), max_size=4).map(tuple),
+    seen=st.frozensets(st.integers(), max_size=6),
+    mood=st.sampled_from(Mood),
+    level=st.sampled_from(["low", "high"]),
+    home=st.none() | st.builds(Address, st.text(max_size=5), st.text(max_size=5)),
+    extra=st.none() | st.integers() | st.lists(st.text(max_size=3), max_size=3),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_typed_messages)
+def test_any_typed_message_round_trips_exactly(typed: None, message: Typed) -> None:
+    # (the fixture registers two types for the whole test; nothing to reset between inputs)
+    decoded = envelope_through_the_wire(Envelope(message)).message
+
+    assert decoded == message
+    assert type(decoded.tags) is tuple and type(decoded.seen) is frozenset and type(decoded.mood) is Mood

@@ -1,0 +1,51 @@
+"""A Dramatiq encoder that refuses an oversized message before parsing it.
+
+Dramatiq's consumer decodes a message's whole body (``json.loads``) before any
+middleware or actor sees it, so a worker's ``MAX_MESSAGE_SIZE`` check on the envelope
+comes after the parsing it was meant to spare. :class:`BoundedJSONEncoder` is
+Dramatiq's ``JSONEncoder`` with one more step on decoding: a body longer than
+:func:`max_body_size` raises Dramatiq's ``DecodeError`` unread. Dramatiq's consumers log
+that and reject the message (RabbitMQ: ``nack`` without requeue, so it goes to the
+queue's ``.XQ`` dead letters); the worker goes on. Use it with django-dramatiq's setting::
+
+    DRAMATIQ_ENCODER = "django_messenger.dramatiq_encoder.BoundedJSONEncoder"
+
+System check ``django_messenger.W010`` warns when a project does not.
+"""
+
+from __future__ import annotations
+
+from dramatiq.encoder import JSONEncoder, MessageData
+from dramatiq.errors import DecodeError
+
+from .conf import messenger_settings
+
+#: Room for what Dramatiq adds around the envelope: the message's own keys and its options
+#: (a retry stores the last traceback there, 30 frames and the exception's text).
+OPTIONS_ALLOWANCE = 64 * 1024
+
+
+def max_body_size() -> int:
+    """The largest Dramatiq message body a worker parses, in bytes; 0 for no limit.
+
+    Twice ``MESSENGER["MAX_MESSAGE_SIZE"]`` plus :data:`OPTIONS_ALLOWANCE`: generous, so a
+    message never becomes too large to parse merely by being retried. The envelope itself
+    is still held to ``MAX_MESSAGE_SIZE`` exactly, by ``limits.check_envelope_size``.
+    """
+    limit = messenger_settings.MAX_MESSAGE_SIZE
+    return 2 * limit + OPTIONS_ALLOWANCE if limit else 0
+
+
+class BoundedJSONEncoder(JSONEncoder):
+    """Dramatiq's JSON encoder, refusing to parse a body over :func:`max_body_size`."""
+
+    def decode(self, data: bytes) -> MessageData:
+        bound = max_body_size()
+        if bound and len(data) > bound:
+            raise DecodeError(
+                f"The message is {len(data)} bytes, more than the {bound} bytes a worker parses "
+                f"(MESSENGER['MAX_MESSAGE_SIZE']); it was not read.",
+                data[:64],
+                None,
+            )
+        return super().decode(data)

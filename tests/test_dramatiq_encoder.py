@@ -1,0 +1,113 @@
+"""BoundedJSONEncoder refuses to parse an oversized message; W010 when a project does not use it."""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq import Message
+from dramatiq.encoder import JSONEncoder
+from dramatiq.errors import DecodeError
+
+from django_messenger import Envelope
+from django_messenger.checks import check_encoder
+from django_messenger.dramatiq_encoder import BoundedJSONEncoder, max_body_size
+from django_messenger.encoding import encode_envelope
+from django_messenger.limits import envelope_size
+from tests.testapp.messages import Ping
+
+LIMIT = 10_000
+
+
+@pytest.fixture
+def small_limit(settings: Any) -> None:
+    settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": LIMIT}
+
+
+@pytest.fixture
+def encoder_in_use() -> Iterator[Any]:
+    """Swap Dramatiq's global encoder for the test, and put the project's back after."""
+    before = dramatiq.get_encoder()
+    yield dramatiq.set_encoder
+    dramatiq.set_encoder(before)
+
+
+def body_of(text: str, **options: Any) -> bytes:
+    payload = encode_envelope(Envelope(Ping(text)))
+    message: Message[Any] = Message(
+        queue_name="default", actor_name="handle", args=(payload,), kwargs={}, options=options
+    )
+    return message.encode()
+
+
+def test_the_test_settings_use_it() -> None:
+    assert isinstance(dramatiq.get_encoder(), BoundedJSONEncoder)
+
+
+def test_a_message_within_the_bound_decodes_as_with_dramatiqs_encoder(small_limit: None) -> None:
+    body = body_of("hello")
+
+    assert BoundedJSONEncoder().decode(body) == JSONEncoder().decode(body)
+
+
+def test_a_body_over_the_bound_is_refused_unread(small_limit: None) -> None:
+    # Given a body over the bound that is not even JSON (parsing it would fail otherwise)
+    body = b"[" * (max_body_size() + 1)
+
+    # Then it is refused for its size, not for its syntax
+    with pytest.raises(DecodeError, match="more than"):
+        BoundedJSONEncoder().decode(body)
+
+
+def test_a_huge_body_is_refused_at_once(small_limit: None) -> None:
+    body = body_of("x" * 50_000_000)
+
+    started = time.perf_counter()
+    with pytest.raises(DecodeError) as raised:
+        BoundedJSONEncoder().decode(body)
+
+    assert time.perf_counter() - started < 0.05
+    assert len(str(raised.value)) < 200  # the log line does not repeat the body
+
+
+def test_an_envelope_at_the_limit_still_parses_after_retries_added_a_traceback(small_limit: None) -> None:
+    # Given an envelope of exactly MAX_MESSAGE_SIZE bytes
+    text = "x" * (LIMIT - envelope_size(encode_envelope(Envelope(Ping("")))))
+    assert envelope_size(encode_envelope(Envelope(Ping(text)))) == LIMIT
+    # and the options Dramatiq's Retries middleware writes: a 30-frame traceback with a long error
+    try:
+        raise ValueError("e" * 5_000)
+    except ValueError:
+        trace = traceback.format_exc(limit=30)
+    body = body_of(text, retries=3, traceback=trace * 6, requeue_timestamp=1)
+
+    # Then the worker still parses it (the envelope's own limit decides its fate)
+    assert json.loads(body)["args"][0]["body"]["text"] == text
+    assert BoundedJSONEncoder().decode(body)["options"]["retries"] == 3
+
+
+def test_no_limit_means_no_bound(settings: Any) -> None:
+    settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 0}
+
+    assert max_body_size() == 0
+    assert BoundedJSONEncoder().decode(body_of("x" * 200_000))["actor_name"] == "handle"
+
+
+def test_w010_a_project_on_dramatiqs_own_encoder(encoder_in_use: Any) -> None:
+    encoder_in_use(JSONEncoder())
+
+    assert [message.id for message in check_encoder()] == ["django_messenger.W010"]
+
+
+def test_no_w010_with_the_bounded_encoder_or_without_a_size_limit(encoder_in_use: Any, settings: Any) -> None:
+    encoder_in_use(BoundedJSONEncoder())
+    assert check_encoder() == []
+
+    encoder_in_use(JSONEncoder())
+    settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 0}
+    assert check_encoder() == []
