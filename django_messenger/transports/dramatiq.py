@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from dramatiq import Message
+from dramatiq.common import current_millis
 
+from ..delays import first_hop, hop_milliseconds
 from ..encoding import encode_envelope
 from ..envelope import Envelope
 from ..exceptions import MessengerError
@@ -46,15 +48,19 @@ class DramatiqTransport(Transport):
 
     def send(self, envelope: Envelope, handlers: Sequence[Handler]) -> Envelope:
         actor = self.actor_for(handlers)
+        stamp = envelope.last(DelayStamp)
+        delay: int | None = None
+        options: dict[str, Any] = {}
+        if stamp is not None:  # a long delay waits one hop first (see django_messenger.delays)
+            delay, options = first_hop(stamp.milliseconds, hop=hop_milliseconds(), now=current_millis())
         message: Message[Any] = Message(
             queue_name=actor.queue_name,
             actor_name=actor.actor_name,
             args=(encode_envelope(envelope),),
             kwargs={},
-            options={},
+            options=options,
         )
-        delay = envelope.last(DelayStamp)
-        publish(actor.broker, message, delay=delay.milliseconds if delay is not None else None)
+        publish(actor.broker, message, delay=delay)
         return envelope.with_stamps(
             SentStamp(transport=self.name, queue_name=actor.queue_name, broker_message_id=message.message_id)
         )
