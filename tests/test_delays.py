@@ -119,7 +119,11 @@ def test_a_message_not_due_is_sent_on_with_the_next_hop_and_skipped(broker: Any,
     assert not message.failed
     [sent] = queued(broker)
     assert sent.queue_name == dq_name("default")
-    assert (sent.message_id, sent.actor_name, sent.args) == (message.message_id, message.actor_name, ({"v": 1},))
+    assert (sent.message_id, sent.actor_name, sent.args) == (
+        message.message_id,
+        message.actor_name,
+        ({"v": 1},),
+    )
     assert before + 1_000 <= sent.options["eta"] <= current_millis() + 1_000
     assert sent.options[ETA] == message.options[ETA]
     assert sent.options["retries"] == 0
