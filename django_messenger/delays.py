@@ -82,11 +82,32 @@ def due_time(message: Any) -> int | None:
     return eta
 
 
+#: Marks a message (its MessageProxy) that was sent on to its next hop.
+HOPPED = "messenger_hopped"
+
+
+class QuietHops(logging.Filter):
+    """Drops the warning Dramatiq's worker logs for each skipped message, for hops only.
+
+    A hop is routine (a 24-hour delay makes 144 of them with the default hop), not a warning;
+    other skipped messages keep theirs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and args and getattr(args[0], HOPPED, False) is True)
+
+
 class DelayHopMiddleware(Middleware):
     """Sends a message that is not due yet on to its next hop instead of handling it.
 
     The app adds it at the end of the broker's middleware when it is not listed.
     """
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        worker_logger = logging.getLogger("dramatiq.worker.WorkerThread")
+        if not any(isinstance(existing, QuietHops) for existing in worker_logger.filters):
+            worker_logger.addFilter(QuietHops())
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         eta = due_time(message)
@@ -110,4 +131,5 @@ class DelayHopMiddleware(Middleware):
                 f"The message could not be sent on to its next delay hop: {exc.detail}"
             ) from exc
         logger.debug("Message %s is not due yet: sent on to wait %d ms more.", message.message_id, delay)
+        setattr(message, HOPPED, True)
         raise SkipMessage(f"Message {message.message_id} is not due yet.")

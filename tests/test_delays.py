@@ -22,7 +22,8 @@ from django_messenger.models import FailedMessage
 from django_messenger.registry import registry
 from django_messenger.testing import drain
 from tests.conftest import queued
-from tests.testapp.messages import Ping
+from tests.testapp.messages import Ping, Shout
+from tests.testapp.models import Effect
 
 HOUR = 3_600_000
 
@@ -214,6 +215,8 @@ def test_a_worker_handles_a_long_delay_once_when_it_is_due(
     assert reminders[0] >= due - 0.01
     hops = [record for record in caplog.records if "not due yet" in record.getMessage()]
     assert len(hops) >= 3
+    # and a routine hop is no warning (Dramatiq's "was skipped" is left out for hops)
+    assert not [record for record in caplog.records if "was skipped" in record.getMessage()]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -237,3 +240,17 @@ def test_a_hop_the_broker_refuses_is_dead_lettered_and_stored_not_lost(
     # and its failure is stored, so messenger_failed can send it again
     failed = FailedMessage.objects.get(message_id=envelope.message_id)
     assert "DelayHopFailed" in failed.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_delayed_fan_out_reaches_every_handler_once(broker: Any, hop: Any) -> None:
+    # Given a 0.2 s hop and Shout's two handlers (one publish, to the fan-out actor)
+    hop(0.2)
+
+    # When a shout is dispatched for 0.7 s from now and a worker drains the queues
+    envelope = bus.dispatch(Shout("later"), delay=timedelta(seconds=0.7))
+    drain()
+
+    # Then each handler ran once
+    handlers = Effect.objects.filter(message_id=envelope.message_id).values_list("handler", flat=True)
+    assert sorted(handlers) == ["shout_one", "shout_two"]
