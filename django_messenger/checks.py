@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -244,11 +245,11 @@ def check_delays(
         hop = messenger_settings.DELAY_HOP
     except (TypeError, ValueError):
         hop = 0.0
-    if not hop > 0:
+    if not (math.isfinite(hop) and hop > 0):
         return [
             checks.Error(
                 f"MESSENGER['DELAY_HOP'] is {messenger_settings._get('DELAY_HOP')!r}.",
-                hint="Set it to a number of seconds greater than 0 (600 by default).",
+                hint="Set it to a finite number of seconds greater than 0 (600 by default).",
                 obj="MESSENGER",
                 id="django_messenger.E010",
             )

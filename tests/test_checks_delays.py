@@ -35,7 +35,7 @@ def by_id(found: list[checks.CheckMessage]) -> dict[str, list[checks.CheckMessag
     return grouped
 
 
-@pytest.mark.parametrize("value", [0, -5, "soon", None, float("nan")])
+@pytest.mark.parametrize("value", [0, -5, "soon", None, float("nan"), float("inf")])
 def test_e010_a_delay_hop_that_is_not_a_positive_number(hop: Any, value: Any) -> None:
     hop(value)
 
