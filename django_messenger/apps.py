@@ -17,6 +17,7 @@ class MessengerConfig(AppConfig):
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .actors import declare_fanout_actors
+        from .delays import DelayHopMiddleware
         from .middleware import MessengerMiddleware
         from .registry import registry
 
@@ -25,6 +26,8 @@ class MessengerConfig(AppConfig):
         if not any(isinstance(middleware, MessengerMiddleware) for middleware in broker.middleware):
             has_db_middleware = any(isinstance(m, DbConnectionsMiddleware) for m in broker.middleware)
             broker.add_middleware(MessengerMiddleware(close_connections=not has_db_middleware))
+        if not any(isinstance(middleware, DelayHopMiddleware) for middleware in broker.middleware):
+            broker.add_middleware(DelayHopMiddleware())  # last: every other middleware saw the message
         registry.on_bind(declare_fanout_actors)
         registry.bind(broker)
         autodiscover_modules("handlers")

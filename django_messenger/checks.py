@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -236,7 +237,7 @@ def check_views(
 def check_encoder(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """W010: Dramatiq parses a message of any size before the worker's size check."""
+    """W005: Dramatiq parses a message of any size before the worker's size check."""
     if not messenger_settings.MAX_MESSAGE_SIZE or isinstance(dramatiq.get_encoder(), BoundedJSONEncoder):
         return []
     return [
@@ -245,6 +246,68 @@ def check_encoder(
             "checked: a huge message on the queue costs a worker its parsing.",
             hint="Set DRAMATIQ_ENCODER = 'django_messenger.dramatiq_encoder.BoundedJSONEncoder'.",
             obj="DRAMATIQ_ENCODER",
-            id="django_messenger.W010",
+            id="django_messenger.W005",
         )
     ]
+
+
+#: RabbitMQ's default ``consumer_timeout``: a consumer holding a message longer loses its channel.
+RABBITMQ_CONSUMER_TIMEOUT = 30 * 60
+
+
+@checks.register("messenger")
+def check_delays(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E010 a DELAY_HOP that is not a positive number; on RabbitMQ, W003 a handler whose
+    ``max_backoff`` is longer than the hop and W004 a hop as long as the consumer timeout."""
+    try:
+        hop = messenger_settings.DELAY_HOP
+    except (TypeError, ValueError):
+        hop = 0.0
+    if not (math.isfinite(hop) and hop > 0):
+        return [
+            checks.Error(
+                f"MESSENGER['DELAY_HOP'] is {messenger_settings._get('DELAY_HOP')!r}.",
+                hint="Set it to a finite number of seconds greater than 0 (600 by default).",
+                obj="MESSENGER",
+                id="django_messenger.E010",
+            )
+        ]
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    from dramatiq.middleware import Retries
+
+    broker = registry.broker
+    if not isinstance(broker, RabbitmqBroker):
+        return []
+    warnings: list[checks.CheckMessage] = []
+    if hop >= RABBITMQ_CONSUMER_TIMEOUT:
+        warnings.append(
+            checks.Warning(
+                f"MESSENGER['DELAY_HOP'] is {hop:g} s: RabbitMQ closes the channel of a worker that holds a "
+                f"delayed message longer than its consumer_timeout (30 min by default) and redelivers it.",
+                hint="Keep DELAY_HOP well under RabbitMQ's consumer_timeout (the default, 600, is 10 min).",
+                obj="MESSENGER",
+                id="django_messenger.W004",
+            )
+        )
+    if not any(isinstance(middleware, Retries) for middleware in broker.middleware):
+        return warnings
+    for handler in registry.handlers:
+        max_backoff = handler.actor.options.get("max_backoff") if handler.actor is not None else None
+        if isinstance(max_backoff, int | float) and max_backoff > hop * 1000:
+            where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
+            warnings.append(
+                checks.Warning(
+                    f"The handler {where} has max_backoff={max_backoff:g} ms, longer than "
+                    f"MESSENGER['DELAY_HOP'] ({hop:g} s): Dramatiq's retries are not sent in hops, "
+                    f"and RabbitMQ redelivers a retry that a worker holds longer than its consumer_timeout.",
+                    hint=(
+                        f"Set max_backoff to at most {int(hop * 1000)} ms, "
+                        f"or raise DELAY_HOP (keeping it under 30 min)."
+                    ),
+                    obj=where,
+                    id="django_messenger.W003",
+                )
+            )
+    return warnings

@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISHER": "per-thread",
     # Stamp each write's envelope with the id of the authenticated user (UserStamp).
     "USER_STAMP": False,
+    # Seconds of the longest single delay handed to the broker: a longer delay travels in hops
+    # (django_messenger.delays), under RabbitMQ's consumer_timeout (30 min) and SQS's 15 min.
+    "DELAY_HOP": 600,
 }
 
 
@@ -90,6 +93,10 @@ class MessengerSettings:
     @property
     def USER_STAMP(self) -> bool:  # noqa: N802
         return bool(self._get("USER_STAMP"))
+
+    @property
+    def DELAY_HOP(self) -> float:  # noqa: N802
+        return float(self._get("DELAY_HOP"))
 
     def queue_name(self, transport: str) -> str:
         """The Dramatiq queue of handlers routed to ``transport`` that name none."""

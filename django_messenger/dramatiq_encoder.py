@@ -10,7 +10,7 @@ queue's ``.XQ`` dead letters); the worker goes on. Use it with django-dramatiq's
 
     DRAMATIQ_ENCODER = "django_messenger.dramatiq_encoder.BoundedJSONEncoder"
 
-System check ``django_messenger.W010`` warns when a project does not.
+System check ``django_messenger.W005`` warns when a project does not.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def _with_connection_defaults(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-# Workers refuse to parse an oversized message before reading it (check django_messenger.W010).
+# Workers refuse to parse an oversized message before reading it (check django_messenger.W005).
 DRAMATIQ_ENCODER = "django_messenger.dramatiq_encoder.BoundedJSONEncoder"
 
 MESSENGER_BROKER_URL = os.environ.get("MESSENGER_BROKER_URL", "")

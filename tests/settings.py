@@ -51,7 +51,7 @@ DATABASES = {
         "NAME": os.environ.get("MESSENGER_TEST_DB_NAME", "messenger"),
     }
 }
-# Workers refuse to parse an oversized message (django_messenger.W010 otherwise).
+# Workers refuse to parse an oversized message (django_messenger.W005 otherwise).
 DRAMATIQ_ENCODER = "django_messenger.dramatiq_encoder.BoundedJSONEncoder"
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.stub.StubBroker",

@@ -1,4 +1,4 @@
-"""BoundedJSONEncoder refuses to parse an oversized message; W010 when a project does not use it."""
+"""BoundedJSONEncoder refuses to parse an oversized message; W005 when a project does not use it."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_no_limit_means_no_bound(settings: Any) -> None:
 def test_w010_a_project_on_dramatiqs_own_encoder(encoder_in_use: Any) -> None:
     encoder_in_use(JSONEncoder())
 
-    assert [message.id for message in check_encoder()] == ["django_messenger.W010"]
+    assert [message.id for message in check_encoder()] == ["django_messenger.W005"]
 
 
 def test_no_w010_with_the_bounded_encoder_or_without_a_size_limit(encoder_in_use: Any, settings: Any) -> None:

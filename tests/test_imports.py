@@ -21,6 +21,7 @@ MODULES = [
     "django_messenger.testing",
     "django_messenger.checks",
     "django_messenger.stamps",
+    "django_messenger.delays",
 ]
 
 

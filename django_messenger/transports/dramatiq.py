@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from dramatiq import Message
+from dramatiq.common import current_millis
 
+from ..delays import first_hop, hop_milliseconds
 from ..encoding import encode_envelope
 from ..envelope import Envelope
 from ..exceptions import BrokerUnavailable, MessengerError
@@ -59,16 +61,20 @@ class DramatiqTransport(Transport):
         payload = encode_envelope(envelope)
         # Measured as the worker measures it (limits.py), so that what it would refuse is never sent.
         check_envelope_size(payload)
+        stamp = envelope.last(DelayStamp)
+        delay: int | None = None
+        options: dict[str, Any] = {}
+        if stamp is not None:  # a long delay waits one hop first (see django_messenger.delays)
+            delay, options = first_hop(stamp.milliseconds, hop=hop_milliseconds(), now=current_millis())
         message: Message[Any] = Message(
             queue_name=actor.queue_name,
             actor_name=actor.actor_name,
             args=(payload,),
             kwargs={},
-            options={},
+            options=options,
         )
-        delay = envelope.last(DelayStamp)
         try:
-            publish(actor.broker, message, delay=delay.milliseconds if delay is not None else None)
+            publish(actor.broker, message, delay=delay)
         except BrokerUnavailable as exc:
             exc.envelope = envelope
             logger.warning(

@@ -25,10 +25,13 @@ MESSENGER = {
     "TRANSPORTS": {"async": {"queue_name": os.environ["MESSENGER_QUEUE"]}},
     "PUBLISH_TIMEOUT": float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")),
     "PUBLISHER": os.environ.get("MESSENGER_PUBLISHER", "per-thread"),
+    "DELAY_HOP": float(os.environ.get("MESSENGER_DELAY_HOP", "600")),
 }
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_messenger": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "django_messenger": {"handlers": ["console"], "level": os.environ.get("MESSENGER_LOG_LEVEL", "INFO")}
+    },
 }
