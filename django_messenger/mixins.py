@@ -16,15 +16,18 @@ from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import serializers
+from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .envelope import Envelope
 from .exceptions import RequestTooLarge
+from .parsing import guard_parser
 from .persisters import MessengerPersister, apply_changes, build_new
 from .stamps import HandledStamp
 
 MESSAGE_ID_HEADER = "Messenger-Message-Id"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class MessengerViewMixin:
@@ -122,6 +125,19 @@ class MessengerViewMixin:
 
         serializer.create = create  # type: ignore[method-assign]
         serializer.update = update  # type: ignore[method-assign]
+
+    # -- request body -----------------------------------------------------------------
+
+    def get_parsers(self) -> list[BaseParser]:
+        """The view's parsers, each refusing hostile bodies with a JSON 4xx (parsing.py)."""
+        return [guard_parser(parser) for parser in super().get_parsers()]  # type: ignore[misc]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """DRF's checks, then a write's body parsed at once: an unreadable body is never a 202,
+        even where the action ignores it (a DELETE of a resource)."""
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        if request.method in WRITE_METHODS:
+            request.data  # noqa: B018  (parses, or raises ParseError / UnsupportedMediaType)
 
     # -- response ---------------------------------------------------------------------
 
