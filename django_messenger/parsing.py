@@ -3,7 +3,9 @@
 DRF parses ``request.data`` lazily with the view's parsers, and turns only its own
 ``ParseError`` into a 400. Other failures of a parser escape as a 500 or as Django's HTML
 400 page: ``RecursionError`` on deeply nested JSON, ``TooManyFieldsSent`` on a form with more
-than ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` fields. Some bodies are not even refused: Django's form
+than ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` fields. JSON that Python can parse may still nest too
+deeply for the wire format's encoder (a 500 at dispatch): more than :data:`MAX_DEPTH` levels
+are refused. Some bodies are not even refused: Django's form
 parsers read bytes that are not valid in the request's charset as Latin-1 or U+FFFD, and JSON
 number literals too large for a float become infinities. A multipart text field that holds
 U+FFFD is refused for that reason (Django gives no way to tell it from a replaced byte).
@@ -36,6 +38,9 @@ from django.http.multipartparser import MultiPartParserError
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, DataAndFiles, FormParser
 
+#: How deeply lists and objects may nest in a body: well within what the wire format's encoder
+#: and decoder (recursive, as json's are) reach from a request or a worker's stack.
+MAX_DEPTH = 100
 #: What Django's form parsers put in place of bytes that are not valid in the charset.
 REPLACEMENT_CHARACTER = "\ufffd"
 
@@ -45,7 +50,7 @@ def unreadable(media_type: str | None, what: str = "") -> str:
 
 
 def too_deep() -> str:
-    return "The request body is nested too deeply: send a flatter document."
+    return f"The request body is nested too deeply: send at most {MAX_DEPTH} levels of lists and objects."
 
 
 def bad_number() -> str:
@@ -126,18 +131,19 @@ def _replaced_text(data: QueryDict) -> bool:
     )
 
 
-def _non_finite(data: Any) -> bool:
-    """Whether parsed data holds NaN or an infinity (walked without recursion)."""
-    stack = [data]
+def _refusal(data: Any) -> str | None:
+    """Why parsed data cannot be dispatched (too deep, NaN or an infinity), walked without recursion."""
+    stack = [(data, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
-            return True
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+            return bad_number()
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                return too_deep()
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 class GuardedParserMixin(BaseParser):
@@ -162,8 +168,10 @@ class GuardedParserMixin(BaseParser):
             # multipart/form-data: Django puts U+FFFD in place of bytes invalid in the charset
             if not isinstance(self, FormParser) and _replaced_text(data):
                 raise ParseError(not_in_charset(encoding))
-        elif _non_finite(data):
-            raise ParseError(bad_number())
+        else:
+            refusal = _refusal(data)
+            if refusal is not None:
+                raise ParseError(refusal)
         return parsed
 
 

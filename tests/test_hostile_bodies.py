@@ -10,9 +10,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from rest_framework import parsers
+from rest_framework import parsers, serializers
 from rest_framework.test import APIRequestFactory
 
+from django_messenger.parsing import MAX_DEPTH
 from django_messenger.viewsets import MessengerViewSet
 from tests.conftest import queued
 from tests.testapp.messages import Ping
@@ -53,6 +54,7 @@ def many_fields(count: int) -> list[tuple[str, bytes]]:
 # (id, body, content type, expected status): bodies no messenger endpoint can read
 UNREADABLE = [
     ("json-deep-arrays", b"[" * DEPTH + b"]" * DEPTH, "application/json", 400),
+    ("json-past-max-depth", b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "application/json", 400),
     ("json-deep-objects", b'{"a":' * DEPTH + b"1" + b"}" * DEPTH, "application/json", 400),
     (
         "json-huge-int",
@@ -191,6 +193,29 @@ def test_a_view_with_its_own_parser_classes_is_guarded_too(broker):
     assert nan.status_code == 400 and "detail" in nan.data
     assert fine.status_code == 202
     assert len(queued(broker)) == 1
+
+
+class AnyJSONSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    text = serializers.JSONField()
+
+
+class AnyJSONViewSet(MessengerViewSet):
+    serializer_class = AnyJSONSerializer
+    message_class = Ping
+
+
+@pytest.mark.parametrize(("depth", "status"), [(MAX_DEPTH - 1, 202), (MAX_DEPTH, 400), (900, 400)])
+def test_json_nesting_is_bounded_below_what_the_wire_format_can_encode(broker, depth, status):
+    # Given a JSONField, which takes any document Python can parse (900 levels and more)
+    view = AnyJSONViewSet.as_view({"post": "create"})
+    body = b'{"text": ' + b"[" * depth + b"]" * depth + b"}"
+
+    # When a document of `depth` nested lists inside the outer object is posted
+    response = view(APIRequestFactory().post("/", body, content_type="application/json"))
+
+    # Then up to MAX_DEPTH levels in all are dispatched, deeper ones refused before the encoder recurses
+    assert response.status_code == status, response.data
+    assert len(queued(broker)) == (1 if status == 202 else 0)
 
 
 def test_a_delete_without_a_body_still_dispatches(api_client, broker, article):
