@@ -105,8 +105,10 @@ def _parse_error(exc: BaseException, media_type: str | None, encoding: str) -> P
         return ParseError(unreadable(media_type, f" (line {exc.lineno}, column {exc.colno})"))
     if isinstance(exc, UnicodeError):
         return ParseError(not_in_charset(encoding))
+    if isinstance(exc, ValueError) and "json" in (media_type or ""):
+        return ParseError(bad_number())  # json's NaN and Infinity, or an int over Python's digit limit
     if isinstance(exc, ValueError):
-        return ParseError(bad_number())  # NaN and Infinity, or an int over Python's digit limit
+        return ParseError(unreadable(media_type))
     if isinstance(exc, (SuspiciousOperation, MultiPartParserError)):
         return ParseError(unreadable(media_type))
     return None
@@ -127,7 +129,8 @@ def _is_text(form: bytes, encoding: str) -> bool:
 
 def _replaced_text(data: QueryDict) -> bool:
     return any(
-        REPLACEMENT_CHARACTER in key or REPLACEMENT_CHARACTER in str(value) for key, value in data.lists()
+        REPLACEMENT_CHARACTER in key or any(REPLACEMENT_CHARACTER in value for value in values)
+        for key, values in data.lists()
     )
 
 
@@ -160,7 +163,7 @@ class GuardedParserMixin(BaseParser):
             parsed = super().parse(stream, media_type, parser_context)
         except (ParseError, RecursionError, SuspiciousOperation, ValueError) as exc:
             error = _parse_error(exc, media_type, encoding)
-            if error is None:
+            if error is None or error is exc:
                 raise
             raise error from exc
         data = parsed.data if isinstance(parsed, DataAndFiles) else parsed
