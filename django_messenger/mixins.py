@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .envelope import Envelope
 from .exceptions import RequestTooLarge
-from .parsing import guard_parser
+from .parsing import guard_parser, too_many_query_fields
 from .persisters import MessengerPersister, apply_changes, build_new
 from .stamps import HandledStamp
 
@@ -135,7 +136,10 @@ class MessengerViewMixin:
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """DRF's checks, then a write's body parsed at once: an unreadable body is never a 202,
         even where the action ignores it (a DELETE of a resource)."""
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        try:
+            super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        except TooManyFieldsSent as exc:  # request.GET, read by content negotiation: no HTML 400
+            raise ParseError(too_many_query_fields()) from exc
         if request.method in WRITE_METHODS:
             request.data  # noqa: B018  (parses, or raises ParseError / UnsupportedMediaType)
 

@@ -69,6 +69,10 @@ def too_many_fields() -> str:
     return f"The form has too many fields: send at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}."
 
 
+def too_many_query_fields() -> str:
+    return f"The query string has too many fields: send at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}."
+
+
 def too_many_files() -> str:
     return f"The form has too many files: send at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES}."
 

@@ -126,6 +126,20 @@ def test_an_unreadable_body_is_a_json_4xx_with_detail(
     assert "Error" not in detail and "sys." not in detail, "no Python exception text"
 
 
+@pytest.mark.parametrize(("method", "url"), ENDPOINTS, ids=[f"{m} {u}" for m, u in ENDPOINTS])
+def test_a_query_string_with_too_many_fields_is_a_json_400(api_client, broker, article, method, url):
+    query = "&".join(f"q{i}=1" for i in range(1001))
+
+    response = api_client.generic(
+        method,
+        f"{url.format(pk=article.pk)}?{query}",
+        b'{"text": "x", "title": "x"}',
+        content_type="application/json",
+    )
+
+    assert "too many fields" in assert_refused(response, broker, 400)["detail"]
+
+
 # (id, field values) that a form carries as text: the serializer refuses them for number fields
 NUMBER_SHAPES = {
     "nan": "NaN",
