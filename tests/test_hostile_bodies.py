@@ -140,6 +140,25 @@ def test_a_query_string_with_too_many_fields_is_a_json_400(api_client, broker, a
     assert "too many fields" in assert_refused(response, broker, 400)["detail"]
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"text": "%s"}' % (b"x" * 5000), "application/json"),
+        (b"text=" + b"x" * 5000, FORM),
+        (multipart([("text", b"x" * 5000)]), MULTIPART),
+    ],
+    ids=["json", "form", "multipart"],
+)
+def test_a_body_over_the_upload_limit_is_a_json_413_for_every_parser(
+    api_client, broker, settings, body, content_type
+):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+    response = api_client.post("/pings/", body, content_type=content_type)
+
+    assert "detail" in assert_refused(response, broker, 413)
+
+
 # (id, field values) that a form carries as text: the serializer refuses them for number fields
 NUMBER_SHAPES = {
     "nan": "NaN",
