@@ -140,7 +140,8 @@ class MessengerViewMixin:
             super().initial(request, *args, **kwargs)  # type: ignore[misc]
         except TooManyFieldsSent as exc:  # request.GET, read by content negotiation: no HTML 400
             raise ParseError(too_many_query_fields()) from exc
-        if request.method in WRITE_METHODS:
+        method = (request.method or "").upper()
+        if method in WRITE_METHODS and hasattr(self, method.lower()):  # not for a 405
             request.data  # noqa: B018  (parses, or raises ParseError / UnsupportedMediaType)
 
     # -- response ---------------------------------------------------------------------

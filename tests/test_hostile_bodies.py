@@ -251,6 +251,12 @@ def test_json_nesting_is_bounded_below_what_the_wire_format_can_encode(broker, d
     assert len(queued(broker)) == (1 if status == 202 else 0)
 
 
+def test_a_method_the_endpoint_does_not_take_stays_a_405(api_client, broker):
+    response = api_client.put("/pings/", b"[" * DEPTH + b"]" * DEPTH, content_type="application/json")
+
+    assert assert_refused(response, broker, 405)["detail"]
+
+
 def test_a_delete_without_a_body_still_dispatches(api_client, broker, article):
     assert api_client.delete(f"/articles/{article.pk}/").status_code == 202
     assert len(queued(broker)) == 1
