@@ -200,7 +200,8 @@ def dispatched_type(view: type) -> type | None:
 def check_views(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E001 a view whose message type has no handler; E006 a view that cannot tell its type."""
+    """E001 a view whose message type has no handler; E006 a view that cannot tell its type;
+    E011 a serializer whose fields do not fit the message class's signature."""
     from .mixins import MessengerViewMixin
 
     errors: list[checks.CheckMessage] = []
@@ -230,6 +231,7 @@ def check_views(
                     id="django_messenger.E001",
                 )
             )
+        errors.extend(_signature_errors(view, where))
     return errors
 
 
@@ -311,3 +313,70 @@ def check_delays(
                 )
             )
     return warnings
+
+
+def _built_message_class(view: type) -> tuple[type, Any] | None:
+    """``(message_class, serializer_class)`` when the view builds ``message_class(**validated_data)``."""
+    message_class = getattr(view, "message_class", None)
+    if getattr(view, "messenger", True) == "input":
+        serializer_class = getattr(view, "input_serializer_class", None)
+    else:
+        serializer_class = getattr(view, "serializer_class", None)
+        if _model_of(serializer_class) is not None:
+            return None  # the model instance is dispatched; message_class is not built
+    if not isinstance(message_class, type) or not isinstance(serializer_class, type):
+        return None
+    return message_class, serializer_class
+
+
+def _signature_errors(view: type, where: str) -> list[checks.CheckMessage]:
+    """E011: serializer fields a request may leave out (or that the class does not take)."""
+    from rest_framework.fields import empty
+
+    from .persisters import message_signature, missing_parameters, unexpected_parameters
+
+    built = _built_message_class(view)
+    if built is None:
+        return []
+    message_class, serializer_class = built
+    signature = message_signature(message_class)
+    try:
+        fields = serializer_class().fields
+    except Exception:  # a serializer that needs arguments to be built: nothing to compare
+        return []
+    if signature is None:
+        return []
+    # validated_data is keyed by each field's source (its first attribute), not by its name
+    writable = {
+        field.source_attrs[0]: name
+        for name, field in fields.items()
+        if not field.read_only and field.source_attrs
+    }
+    optional = [
+        source
+        for source, name in writable.items()
+        if not fields[name].required and fields[name].default is empty
+    ]
+    needed = set(missing_parameters(signature, ()))
+    problems = [
+        f"the serializer field {writable[source]!r} may be left out, but {message_class.__qualname__}() "
+        f"needs {source!r}"
+        for source in optional
+        if source in needed
+    ]
+    problems += [
+        f"the serializer field {writable[source]!r} is not a parameter of {message_class.__qualname__}()"
+        for source in unexpected_parameters(signature, writable)
+    ]
+    return [
+        checks.Error(
+            f"{where}: {problem}: such a request would be refused with a 400.",
+            hint=(
+                "Make the serializer field required=True or give it a default, or give the message's "
+                "parameter a default; a field the message does not take should be read_only or removed."
+            ),
+            obj=view,
+            id="django_messenger.E011",
+        )
+        for problem in problems
+    ]

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .envelope import Envelope
 from .exceptions import BrokerUnavailable, RequestTooLarge
+from .parsing import guard_parser, too_many_query_fields
 from .persisters import MessengerPersister, apply_changes, build_new
 from .stamps import HandledStamp
 
 MESSAGE_ID_HEADER = "Messenger-Message-Id"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class MessengerViewMixin:
@@ -126,6 +130,23 @@ class MessengerViewMixin:
 
         serializer.create = create  # type: ignore[method-assign]
         serializer.update = update  # type: ignore[method-assign]
+
+    # -- request body -----------------------------------------------------------------
+
+    def get_parsers(self) -> list[BaseParser]:
+        """The view's parsers, each refusing hostile bodies with a JSON 4xx (parsing.py)."""
+        return [guard_parser(parser) for parser in super().get_parsers()]  # type: ignore[misc]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """DRF's checks, then a write's body parsed at once: an unreadable body is never a 202,
+        even where the action ignores it (a DELETE of a resource)."""
+        try:
+            super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        except TooManyFieldsSent as exc:  # request.GET, read by content negotiation: no HTML 400
+            raise ParseError(too_many_query_fields()) from exc
+        method = (request.method or "").upper()
+        if method in WRITE_METHODS and hasattr(self, method.lower()):  # not for a 405
+            request.data  # noqa: B018  (parses, or raises ParseError / UnsupportedMediaType)
 
     # -- response ---------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ an :class:`OperationStamp` (and a :class:`RemoveStamp` for a destroy).
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,8 +22,6 @@ from .bus import MessageBus, bus
 from .conf import messenger_settings
 from .envelope import Envelope
 from .stamps import OperationStamp, RemoveStamp, Stamp, UserStamp
-
-logger = logging.getLogger("django_messenger")
 
 
 class MessengerPersister:
@@ -81,6 +78,76 @@ def _split_to_many(model: type[models.Model], data: Mapping[str, Any]) -> dict[s
     }
 
 
+def message_signature(message_class: type) -> inspect.Signature | None:
+    """The signature ``message_class(**data)`` is called with, or None when Python cannot tell."""
+    try:
+        return inspect.signature(message_class)
+    except (TypeError, ValueError):
+        return None
+
+
+def missing_parameters(signature: inspect.Signature, names: Iterable[str]) -> list[str]:
+    """The parameters of ``signature`` without a default that keywords ``names`` leave out."""
+    given = set(names)
+    return [
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        and (parameter.kind is parameter.POSITIONAL_ONLY or name not in given)
+    ]
+
+
+def unexpected_parameters(signature: inspect.Signature, names: Iterable[str]) -> list[str]:
+    """The keywords among ``names`` that ``signature`` does not take."""
+    parameters = signature.parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return []
+    taken = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return [name for name in names if name not in taken]
+
+
+def _binding_errors(
+    serializer: serializers.BaseSerializer[Any], signature: inspect.Signature, data: Mapping[str, Any]
+) -> dict[str, list[str]]:
+    """DRF-shaped errors for a request whose data does not fit the message's signature."""
+    fields = getattr(serializer, "fields", {})
+    required = serializers.Field.default_error_messages["required"]
+    errors: dict[str, list[str]] = {}
+    unnamed: list[str] = []
+    for name in missing_parameters(signature, data):
+        if name in fields and not fields[name].read_only:
+            errors[name] = [str(required)]
+        else:
+            unnamed.append(name)
+    for name in unexpected_parameters(signature, data):
+        errors[name] = ["This endpoint does not accept this field: leave it out."]
+    if unnamed or not errors:
+        errors[api_settings.NON_FIELD_ERRORS_KEY] = [
+            "This request lacks values this endpoint needs" + (f": {', '.join(unnamed)}." if unnamed else ".")
+        ]
+    return errors
+
+
+def build_message(
+    serializer: serializers.BaseSerializer[Any], data: Mapping[str, Any], message_class: type
+) -> Any:
+    """``message_class(**data)``, or a 400 when ``data`` does not fit its signature.
+
+    Missing and unexpected arguments are the request's fault (a field left out, for
+    instance on a PATCH or for an optional serializer field): a ``ValidationError``. The
+    data is bound against the signature first, so a ``TypeError`` raised inside the
+    class's own ``__init__`` stays a server error.
+    """
+    signature = message_signature(message_class)
+    if signature is not None:
+        try:
+            signature.bind(**data)
+        except TypeError:
+            raise serializers.ValidationError(_binding_errors(serializer, signature, data)) from None
+    return message_class(**data)
+
+
 def build_new(
     serializer: serializers.BaseSerializer[Any], data: Mapping[str, Any], message_class: type | None
 ) -> Any:
@@ -90,13 +157,7 @@ def build_new(
     operation's ``fields``, and their values are not carried (docs/views.md).
     """
     if message_class is not None:
-        try:
-            return message_class(**data)
-        except TypeError as exc:
-            if not getattr(serializer, "partial", False):
-                raise
-            # A PATCH of an input DTO that needs fields the request did not send.
-            raise _missing_fields_error(message_class, data, exc) from exc
+        return build_message(serializer, data, message_class)
     model = _model_of(serializer)
     if model is None:
         raise ImproperlyConfigured(
@@ -104,30 +165,6 @@ def build_new(
             f"which message class its validated data builds."
         )
     return model(**_split_to_many(model, data))
-
-
-def _missing_fields_error(
-    message_class: type, data: Mapping[str, Any], exc: TypeError
-) -> serializers.ValidationError:
-    """A 400 naming the fields ``message_class`` needs that ``data`` lacks; the TypeError goes to the log."""
-    logger.info("A partial update could not build %s: %s", message_class.__qualname__, exc)
-    required = serializers.Field.default_error_messages["required"]
-    missing = _required_parameters(message_class) - set(data)
-    if missing:
-        return serializers.ValidationError({name: [required] for name in sorted(missing)})
-    return serializers.ValidationError(
-        {api_settings.NON_FIELD_ERRORS_KEY: ["This request must set every field of the operation."]}
-    )
-
-
-def _required_parameters(message_class: type) -> set[str]:
-    """The keyword arguments ``message_class(...)`` cannot do without (empty when unknown)."""
-    try:
-        parameters = inspect.signature(message_class).parameters.values()
-    except (TypeError, ValueError):
-        return set()
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty}
 
 
 def apply_changes(instance: models.Model, data: Mapping[str, Any]) -> models.Model:

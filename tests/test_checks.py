@@ -83,6 +83,54 @@ class TypelessUrls:
     urlpatterns = [path("typeless/", TypelessViewSet.as_view({"post": "create"}))]
 
 
+class OptionalTextSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    text = serializers.CharField(required=False)  # Ping(text) has no default
+
+
+class OptionalTextViewSet(MessengerViewSet):
+    serializer_class = OptionalTextSerializer
+    message_class = Ping
+
+
+class ExtraFieldSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    text = serializers.CharField()
+    colour = serializers.CharField(required=False, default="red")  # Ping takes no colour
+
+
+class ExtraFieldViewSet(MessengerViewSet):
+    serializer_class = ExtraFieldSerializer
+    message_class = Ping
+
+
+class Greeting:
+    def __init__(self, name: str, *, punctuation: str = "!") -> None:
+        self.name = name
+        self.punctuation = punctuation
+
+
+class GreetingSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    name = serializers.CharField(required=False, default="you")  # always in validated_data
+    shout = serializers.CharField(required=False, source="punctuation")  # the parameter has a default
+    upper = serializers.BooleanField(read_only=True)  # never in validated_data
+
+
+class FittingViewSet(MessengerViewSet):
+    serializer_class = GreetingSerializer
+    message_class = Greeting
+
+
+class SignatureUrls:
+    """The URLconf of the E011 tests."""
+
+    urlpatterns = [
+        path("optional/", OptionalTextViewSet.as_view({"post": "create"})),
+        path("extra/", ExtraFieldViewSet.as_view({"post": "create"})),
+        path("fitting/", FittingViewSet.as_view({"post": "create"})),
+        path("renamed/", RenameArticleViewSet.as_view({"put": "update"})),
+        path("articles/", ArticleViewSet.as_view({"post": "create"})),
+    ]
+
+
 def ids(errors: list[checks.CheckMessage]) -> list[str]:
     return [error.id for error in errors]
 
@@ -153,6 +201,25 @@ def test_a_view_routed_twice_is_reported_once(settings: Any) -> None:
         assert ids(check_views()) == ["django_messenger.E006"]
     finally:
         TypelessUrls.urlpatterns = TypelessUrls.urlpatterns[:1]
+
+
+def test_e011_serializer_fields_that_do_not_fit_the_message_signature(settings: Any) -> None:
+    # Given views whose serializers leave out a needed parameter, or pass one the class does not
+    # take, next to views whose serializers fit (defaults, sources, read-only fields, models)
+    settings.ROOT_URLCONF = SignatureUrls
+
+    # When the view checks run (the unhandled Greeting's E001 aside)
+    errors = [error for error in check_views() if error.id != "django_messenger.E001"]
+
+    # Then each misfit is one E011 naming the view, the field and the class
+    assert ids(errors) == ["django_messenger.E011", "django_messenger.E011"]
+    optional, extra = errors
+    assert optional.obj is OptionalTextViewSet
+    assert "tests.test_checks.OptionalTextViewSet" in optional.msg
+    assert "'text' may be left out" in optional.msg and "Ping()" in optional.msg
+    assert extra.obj is ExtraFieldViewSet
+    assert "'colour' is not a parameter of Ping()" in extra.msg
+    assert optional.hint and "default" in optional.hint
 
 
 @pytest.mark.parametrize(

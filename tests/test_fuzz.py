@@ -79,3 +79,92 @@ def test_random_bytes(api_client, broker, body, content_type):
     with capture_dispatched() as dispatched:
         response = api_client.post("/demo/books/", body, content_type=content_type)
     check(response, dispatched)
+
+
+# -- hostile shapes: what a parser cannot read safely, for every parser DRF ships --------------
+
+FORM = "application/x-www-form-urlencoded"
+BOUNDARY = "fuzz-boundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def form_body(fields: list[tuple[str, bytes]], content_type: str) -> bytes:
+    if content_type == FORM:
+        return b"&".join(name.encode() + b"=" + value for name, value in fields)
+    parts = [
+        b'--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+        % (BOUNDARY.encode(), name.encode(), value)
+        for name, value in fields
+    ]
+    return b"".join(parts) + b"--%s--\r\n" % BOUNDARY.encode()
+
+
+deep_json = st.builds(
+    lambda depth, opener: (
+        opener * depth + b"1" + {b"[": b"]", b'{"a":': b"}"}[opener] * depth,
+        "application/json",
+    ),
+    st.integers(min_value=5_000, max_value=100_000),  # beyond Python's recursion limit
+    st.sampled_from([b"[", b'{"a":']),
+)
+huge_json_number = st.builds(
+    lambda digits, field: (b'{"%s": %s}' % (field.encode(), b"7" * digits), "application/json"),
+    st.integers(min_value=4_301, max_value=100_000),
+    st.sampled_from(["title", "price", "username", "id"]),
+)
+non_finite_json = st.builds(
+    lambda constant, field: (
+        b'{"title": "Dune", "author": "F", "%s": %s}' % (field.encode(), constant),
+        "application/json",
+    ),
+    st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e400"]),
+    st.sampled_from(["title", "price", "username"]),
+)
+invalid_utf8 = st.builds(
+    lambda prefix, bad, field, content_type: (
+        (b'{"%s": "%s%s"}' % (field.encode(), prefix, bad), content_type)
+        if content_type == "application/json"
+        else (
+            form_body([("title", b"Dune"), ("author", b"F"), (field, prefix + bad)], content_type),
+            content_type,
+        )
+    ),
+    st.text(alphabet="abcxyz019", max_size=8).map(str.encode),
+    st.sampled_from([b"\xff", b"\xc3(", b"\xe2\x82", b"\xed\xa0\x80", b"%FF", b"%C3%28"]),
+    st.sampled_from(["title", "author", "username"]),
+    st.sampled_from(["application/json", FORM, MULTIPART]),
+).filter(lambda shape: not (shape[1] != FORM and b"%" in shape[0]))
+too_many_fields = st.builds(
+    lambda count, content_type: (
+        form_body([(f"f{i}", b"1") for i in range(count)], content_type),
+        content_type,
+    ),
+    st.integers(min_value=1_001, max_value=3_000),
+    st.sampled_from([FORM, MULTIPART]),
+)
+wrong_content_type = st.builds(
+    lambda content_type: (b'{"title": "Dune", "author": "F", "username": "ada"}', content_type),
+    st.sampled_from(
+        ["text/plain", "application/xml", "", "multipart/form-data", "application/json; charset=bz2_codec"]
+    ),
+)
+hostile = st.one_of(
+    deep_json, huge_json_number, non_finite_json, invalid_utf8, too_many_fields, wrong_content_type
+)
+
+
+@FUZZ
+@given(shape=hostile, target=st.sampled_from(["post reset", "post books", "put", "patch", "delete"]))
+def test_hostile_bodies_are_refused_with_a_json_4xx(api_client, broker, book, shape, target):
+    body, content_type = shape
+    method, url = {
+        "post reset": ("POST", "/demo/reset-password-requests/"),
+        "post books": ("POST", "/demo/books/"),
+    }.get(target, (target.upper(), f"/demo/books/{book.pk}/"))
+
+    with capture_dispatched() as dispatched:
+        response = api_client.generic(method, url, body, content_type=content_type)
+
+    check(response, dispatched)
+    assert 400 <= response.status_code < 500, response.content[:200]
+    assert "detail" in response.json()
