@@ -69,6 +69,30 @@ class MessageTooLarge(MessageDecodingFailed, APIException):
         return self.reason
 
 
+class MessageNotDeliverable(MessengerError, APIException):
+    """A worker would refuse this envelope as poison (a value that does not fit its field's type,
+    a container over the decoding bounds...): nothing was sent.
+
+    The web side decodes what it is about to publish with the worker's own decoder, so that
+    a 202 never answers a message that a worker will dead-letter. In a DRF view this is a 400;
+    ``reason`` (``str(exc)``) says what the worker would have said, for the log.
+    """
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = (
+        "The request's data cannot be sent as a message that this endpoint's handlers accept. "
+        "Check the values you sent."
+    )
+    default_code = "message_not_deliverable"
+
+    def __init__(self, reason: str) -> None:
+        APIException.__init__(self)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 class FailedMessageGone(MessengerError):
     """A failed message was asked to be retried, but another retry or a removal took it first.
 

@@ -38,9 +38,12 @@ from django.http.multipartparser import MultiPartParserError
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, DataAndFiles, FormParser
 
-#: How deeply lists and objects may nest in a body: well within what the wire format's encoder
-#: and decoder (recursive, as json's are) reach from a request or a worker's stack.
-MAX_DEPTH = 100
+from . import bounds
+
+#: How deeply lists and objects may nest in a body: as deep as a worker decodes a message
+#: (``bounds.MAX_DEPTH``). The envelope wraps the body in a few more levels, which the web side's
+#: dry-run decode (transports/dramatiq.py) measures exactly; this bound refuses the deep ones early.
+MAX_DEPTH = bounds.MAX_DEPTH
 #: What Django's form parsers put in place of bytes that are not valid in the charset.
 REPLACEMENT_CHARACTER = "\ufffd"
 

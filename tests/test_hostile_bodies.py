@@ -6,6 +6,7 @@ Django's HTML 400 page. Bodies that parse but do not validate get DRF's field er
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 from rest_framework import parsers, serializers
 from rest_framework.test import APIRequestFactory
 
+from django_messenger import handler
+from django_messenger.encoding import decode_envelope
 from django_messenger.parsing import MAX_DEPTH
 from django_messenger.viewsets import MessengerViewSet
 from tests.conftest import queued
@@ -232,23 +235,39 @@ class AnyJSONSerializer(serializers.Serializer):  # type: ignore[type-arg]
     text = serializers.JSONField()
 
 
+@dataclass
+class AnyJSON:
+    text: Any
+
+
 class AnyJSONViewSet(MessengerViewSet):
     serializer_class = AnyJSONSerializer
-    message_class = Ping
+    message_class = AnyJSON
 
 
-@pytest.mark.parametrize(("depth", "status"), [(MAX_DEPTH - 1, 202), (MAX_DEPTH, 400), (900, 400)])
-def test_json_nesting_is_bounded_below_what_the_wire_format_can_encode(broker, depth, status):
-    # Given a JSONField, which takes any document Python can parse (900 levels and more)
+@pytest.mark.parametrize("depth", [1, MAX_DEPTH - 4, MAX_DEPTH - 1, MAX_DEPTH, 900])
+def test_json_nesting_is_never_a_202_for_what_a_worker_refuses(broker: Any, scratch: Any, depth: int) -> None:
+    # Given a JSONField, which takes any document Python can parse (900 levels and more), whose
+    # message field takes any value
+    @handler
+    def take(message: AnyJSON) -> None: ...
+
     view = AnyJSONViewSet.as_view({"post": "create"})
     body = b'{"text": ' + b"[" * depth + b"]" * depth + b"}"
 
     # When a document of `depth` nested lists inside the outer object is posted
     response = view(APIRequestFactory().post("/", body, content_type="application/json"))
 
-    # Then up to MAX_DEPTH levels in all are dispatched, deeper ones refused before the encoder recurses
-    assert response.status_code == status, response.data
-    assert len(queued(broker)) == (1 if status == 202 else 0)
+    # Then it is dispatched only when a worker can decode it, and refused with a JSON 400 otherwise
+    if response.status_code == 202:
+        [message] = queued(broker)
+        decode_envelope(message.args[0])
+    else:
+        assert response.status_code == 400, response.data
+        assert response.data["detail"]
+        assert queued(broker) == []
+    if depth == 1 or depth > MAX_DEPTH:
+        assert response.status_code == (202 if depth == 1 else 400)
 
 
 def test_a_method_the_endpoint_does_not_take_stays_a_405(api_client, broker):

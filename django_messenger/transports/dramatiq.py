@@ -17,9 +17,9 @@ from dramatiq import Message
 from dramatiq.common import current_millis
 
 from ..delays import first_hop, hop_milliseconds
-from ..encoding import encode_envelope
+from ..encoding import decode_envelope, encode_envelope
 from ..envelope import Envelope
-from ..exceptions import BrokerUnavailable, MessengerError
+from ..exceptions import BrokerUnavailable, MessageDecodingFailed, MessageNotDeliverable, MessengerError
 from ..limits import check_envelope_size
 from ..registry import Handler
 from ..sending import publish
@@ -55,12 +55,19 @@ class DramatiqTransport(Transport):
 
         Raises:
           MessageTooLarge: a worker would refuse the encoded envelope; nothing was sent.
+          MessageNotDeliverable: a worker would refuse it as poison (decoding fails); nothing was sent.
           BrokerUnavailable: the broker did not confirm it (``exc.envelope`` is ``envelope``).
         """
         actor = self.actor_for(handlers)
         payload = encode_envelope(envelope)
-        # Measured as the worker measures it (limits.py), so that what it would refuse is never sent.
+        # Measured and decoded as the worker will (limits.py, encoding.py), so that what a worker
+        # would refuse as poison is never sent.
         check_envelope_size(payload)
+        try:
+            decode_envelope(payload)
+        except MessageDecodingFailed as exc:
+            logger.warning("Message %s was not sent: a worker would refuse it: %s", envelope.message_id, exc)
+            raise MessageNotDeliverable(str(exc)) from exc
         stamp = envelope.last(DelayStamp)
         delay: int | None = None
         options: dict[str, Any] = {}
