@@ -5,8 +5,9 @@ DRF parses ``request.data`` lazily with the view's parsers, and turns only its o
 400 page: ``RecursionError`` on deeply nested JSON, ``TooManyFieldsSent`` on a form with more
 than ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` fields. JSON that Python can parse may still nest deeper
 than a worker decodes (:data:`MAX_DEPTH`, the decoder's own bound): such bodies are refused.
-Some bodies are not even refused: Django's form parsers read bytes that are not valid in the request's charset as Latin-1 or U+FFFD, and JSON
-number literals too large for a float become infinities. A multipart text field that holds
+Some bodies are not even refused: Django's form parsers read bytes that are not valid in the
+request's charset as Latin-1 or U+FFFD, and JSON number literals too large for a float become
+infinities. A multipart text field that holds
 U+FFFD is refused for that reason (Django gives no way to tell it from a replaced byte).
 
 :func:`guard_parser` gives any parser (DRF's or a user's, from ``parser_classes``) a
