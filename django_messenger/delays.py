@@ -124,11 +124,11 @@ class DelayHopMiddleware(Middleware):
                 "it is dead-lettered instead: %s",
                 message.message_id,
                 eta - current_millis(),
-                exc.detail,
+                exc.reason,
             )
             message.fail()
             raise DelayHopFailed(
-                f"The message could not be sent on to its next delay hop: {exc.detail}"
+                f"The message could not be sent on to its next delay hop: {exc.reason}"
             ) from exc
         logger.debug("Message %s is not due yet: sent on to wait %d ms more.", message.message_id, delay)
         setattr(message, HOPPED, True)
