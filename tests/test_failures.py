@@ -177,3 +177,19 @@ class TestPoison:
         drain(fail_fast=False)
 
         assert "MessageDecodingFailed" in FailedMessage.objects.get(message_id=envelope.message_id).error
+
+
+def test_an_envelope_with_a_nul_character_is_stored_shown_and_retried(broker):
+    # Given a handler that fails for good on a message whose text holds U+0000, which jsonb refuses
+    message_id = fail_one("nul\x00byte")
+
+    # Then the failure is stored all the same, the envelope intact
+    failed = FailedMessage.objects.get(message_id=message_id)
+    assert failed.payload["body"] == {"text": "nul\x00byte"}
+    assert failed.error and "\x00" not in failed.error + failed.traceback, "texts are stored NUL-free"
+    # And `show` prints it, and `retry` sends exactly that envelope again
+    assert '"text": "nul\\u0000byte"' in run("show", str(message_id))
+    assert f"{message_id} sent again" in run("retry", str(message_id))
+    [resent] = broker.queues[registry.handler_named(FLAKY).actor.queue_name].queue
+    assert Message.decode(resent).args[0]["body"] == {"text": "nul\x00byte"}
+    assert not FailedMessage.objects.exists()
