@@ -96,10 +96,15 @@ class MessengerMiddleware(Middleware):
 
     def before_nack(self, broker: Any, message: Any) -> None:
         """Dramatiq is about to dead-letter ``message``: keep its failure in the database."""
-        from .failures import HELD, is_messenger_message, keep
+        from .failures import HELD, is_messenger_message, keep, keep_held
 
-        if HELD in message.options or not is_messenger_message(message):
-            return  # a held copy that could not be kept: its failure was logged already
+        if HELD in message.options:
+            # A held copy rejected before it could be processed (an actor this worker lacks, or
+            # it could be neither recorded nor held again just now): one more attempt.
+            keep_held(message)
+            return
+        if not is_messenger_message(message):
+            return
         options = message.options
         error = options.get(ERROR)
         trace = options.get(TRACEBACK, "")
