@@ -13,6 +13,7 @@ it got it exactly once.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -58,12 +59,15 @@ def test_under_a_resource_alarm_no_message_whose_retry_fails_is_lost(
 
     # When a worker processes them while a memory alarm blocks every publisher
     with memory_alarm():
+        alarm_on = time.monotonic()
         workers.append(start_worker(env, log_dir, queues=[own_queue], threads=4))
         failures = wait_for(
             lambda: len(stored()) == len(ids) and stored(),
             timeout=30,
             what="every message in the failure store",
         )
+        # Printed for docs/reliability.md (run with -s to see it).
+        print(f"[fault test] memory alarm: all {len(ids)} stored {time.monotonic() - alarm_on:.1f}s into it")
 
     # Then none was acked and dropped: each is in the failure store, saying that its retry failed
     assert sorted(failed.handler for failed in failures.values()) == sorted([fanout, fanout, FLAKY, FLAKY])
