@@ -139,6 +139,9 @@ def keep_held(message: Any) -> bool:
         record(message, error=error, traceback=trace)
     except _DATABASE_DOWN as exc:
         return _hold_or_log(message, error=error, traceback=trace, reason=exc)
+    except Exception:
+        logger.exception("Could not store the held failure of message %s.", message.message_id)
+        return False
     finally:
         connections.close_all()
     return True
