@@ -14,18 +14,24 @@ class MessengerConfig(AppConfig):
     def ready(self) -> None:
         import dramatiq
         from django_dramatiq.middleware import DbConnectionsMiddleware
+        from dramatiq.middleware import Retries
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .actors import declare_fanout_actors
         from .delays import DelayHopMiddleware
         from .middleware import MessengerMiddleware
         from .registry import registry
+        from .retries import RetryGuard
 
         # django-dramatiq built the broker in its AppConfig.__init__, before any ready().
         broker = dramatiq.get_broker()
         if not any(isinstance(middleware, MessengerMiddleware) for middleware in broker.middleware):
             has_db_middleware = any(isinstance(m, DbConnectionsMiddleware) for m in broker.middleware)
             broker.add_middleware(MessengerMiddleware(close_connections=not has_db_middleware))
+        has_retries = any(isinstance(middleware, Retries) for middleware in broker.middleware)
+        if has_retries and not any(isinstance(middleware, RetryGuard) for middleware in broker.middleware):
+            # Before Retries in the list, so that its after-hooks run after Retries' own.
+            broker.add_middleware(RetryGuard(), before=Retries)
         if not any(isinstance(middleware, DelayHopMiddleware) for middleware in broker.middleware):
             broker.add_middleware(DelayHopMiddleware())  # last: every other middleware saw the message
         registry.on_bind(declare_fanout_actors)

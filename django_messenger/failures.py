@@ -1,9 +1,20 @@
 """Recording final failures in the database, and retrying or removing them.
 
 The worker's :class:`~django_messenger.middleware.MessengerMiddleware` calls
-:func:`record` when Dramatiq dead-letters one of messenger's messages (retries
-exhausted, an error in ``throws``, or a poison message). ``messenger_failed`` and
-the Django admin call :func:`retry` and :func:`remove`.
+:func:`keep` when Dramatiq is about to dead-letter one of messenger's messages
+(retries exhausted, an error in ``throws``, a retry that could not be enqueued, or a
+poison message). ``messenger_failed`` and the Django admin call :func:`retry` and
+:func:`remove`.
+
+A failure is not lost when the database is down (which is often why the handler
+failed): :func:`keep` then *holds* it, by sending a copy of the message, marked with
+the :data:`HELD` option, to the delay queue of its own queue. When a worker of that
+queue receives the copy, it does not run the handler: it records the failure and
+acknowledges the copy, or, while the database is still down, holds it again with a
+longer delay (1 s doubling up to 5 minutes, with no limit on attempts). The original
+is dead-lettered as Dramatiq does. This works on every Dramatiq broker; only when the
+broker refuses the held copy too is the failure left in the broker's dead letters
+alone (and logged), where Dramatiq's dead-letter expiry applies.
 """
 
 from __future__ import annotations
@@ -14,17 +25,27 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 from dramatiq import Message
+from dramatiq.common import compute_backoff, q_name
 
 from .actors import FANOUT_PREFIX
-from .exceptions import FailedMessageGone, MessengerError
-from .middleware import FIRST_FAILED_AT, TRIES
+from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
+from .middleware import ERROR, FIRST_FAILED_AT, TRACEBACK, TRIES
 from .models import FailedMessage
 from .registry import registry
 from .sending import publish
 
 logger = logging.getLogger("django_messenger")
+
+#: The option that marks a held copy: how many times its failure was held so far.
+HELD = "messenger_held"
+#: The delay before the first attempt to record a held failure, and the longest one (ms).
+HOLD_MIN_BACKOFF = 1_000
+HOLD_MAX_BACKOFF = 300_000
+
+#: Database errors that pass: the failure is held and recorded later.
+_DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 def _timestamp(millis: Any) -> datetime:
@@ -46,8 +67,19 @@ def is_messenger_message(message: Any) -> bool:
     return isinstance(first, dict) and "v" in first and "type" in first
 
 
+def _text(value: Any, limit: int | None = None) -> str:
+    """``value`` as text a database accepts: PostgreSQL's text types refuse NUL characters."""
+    text = str(value).replace("\x00", "\\x00")
+    return text if limit is None else text[:limit]
+
+
 def record(message: Any, *, error: str, traceback: str = "") -> FailedMessage:
-    """Store the final failure of a Dramatiq ``message``."""
+    """Store the final failure of a Dramatiq ``message`` (once: a redelivery stores nothing more)."""
+    broker_message_id = _text(message.message_id, 64)
+    handler = _text(message.actor_name, 255)
+    existing = FailedMessage.objects.filter(broker_message_id=broker_message_id, handler=handler).first()
+    if existing is not None:
+        return existing
     payload = message.args[0] if message.args else None
     message_id = None
     message_type = ""
@@ -56,18 +88,18 @@ def record(message: Any, *, error: str, traceback: str = "") -> FailedMessage:
             message_id = uuid.UUID(str(payload.get("id")))
         except ValueError:
             message_id = None
-        message_type = str(payload.get("type", ""))[:255]
+        message_type = _text(payload.get("type", ""), 255)
     options = message.options
     now = datetime.now(tz=UTC)
     failed = FailedMessage.objects.create(
         message_id=message_id,
-        broker_message_id=str(message.message_id)[:64],
+        broker_message_id=broker_message_id,
         message_type=message_type,
-        handler=str(message.actor_name)[:255],
-        queue_name=str(message.queue_name)[:255],
+        handler=handler,
+        queue_name=_text(q_name(str(message.queue_name)), 255),
         payload=payload,
-        error=error,
-        traceback=traceback,
+        error=_text(error),
+        traceback=_text(traceback),
         tries=max(1, int(options.get(TRIES, 1))),
         first_failed_at=_timestamp(options[FIRST_FAILED_AT]) if FIRST_FAILED_AT in options else now,
         last_failed_at=now,
@@ -80,6 +112,77 @@ def record(message: Any, *, error: str, traceback: str = "") -> FailedMessage:
         error,
     )
     return failed
+
+
+def keep(message: Any, *, error: str, traceback: str = "") -> None:
+    """Record the final failure of ``message``, or hold it while the database is down.
+
+    Errors other than an unavailable database (a bug, say) are logged: the message is still
+    dead-lettered by the broker.
+    """
+    try:
+        record(message, error=error, traceback=traceback)
+    except _DATABASE_DOWN as exc:
+        _hold_or_log(message, error=error, traceback=traceback, reason=exc)
+    except Exception:
+        logger.exception("Could not store the failure of message %s.", message.message_id)
+    finally:
+        connections.close_all()
+
+
+def keep_held(message: Any) -> bool:
+    """Record the failure a held copy carries, or hold it again; False when neither worked."""
+    options = message.options
+    error = str(options.get(ERROR) or "Dead-lettered by Dramatiq.")
+    trace = str(options.get(TRACEBACK) or "")
+    try:
+        record(message, error=error, traceback=trace)
+    except _DATABASE_DOWN as exc:
+        return _hold_or_log(message, error=error, traceback=trace, reason=exc)
+    except Exception:
+        logger.exception("Could not store the held failure of message %s.", message.message_id)
+        return False
+    finally:
+        connections.close_all()
+    return True
+
+
+def hold(message: Any, *, error: str, traceback: str) -> Message[Any]:
+    """Send a held copy of ``message`` (see the module's documentation) to be recorded later.
+
+    Raises:
+      BrokerUnavailable: the broker did not accept the copy.
+    """
+    attempts = int(message.options.get(HELD, 0))
+    _, delay = compute_backoff(attempts, factor=HOLD_MIN_BACKOFF, max_backoff=HOLD_MAX_BACKOFF)
+    held: Message[Any] = message.copy(
+        queue_name=q_name(message.queue_name),
+        options={HELD: attempts + 1, ERROR: error, TRACEBACK: traceback},
+    )
+    if registry.broker is None:
+        raise BrokerUnavailable("messenger is not bound to a broker.")
+    return publish(registry.broker, held, delay=delay)
+
+
+def _hold_or_log(message: Any, *, error: str, traceback: str, reason: BaseException) -> bool:
+    try:
+        held = hold(message, error=error, traceback=traceback)
+    except BrokerUnavailable as exc:
+        logger.critical(
+            "The failure of message %s could not be stored (%s) nor held on the broker (%s): it is "
+            "only in the broker's dead letters.",
+            message.message_id,
+            reason,
+            exc.reason,
+        )
+        return False
+    logger.warning(
+        "The failure of message %s could not be stored (%s): held on %s, stored when the database is back.",
+        message.message_id,
+        reason,
+        held.queue_name,
+    )
+    return True
 
 
 def select(ids: Iterable[str] = (), *, handler: str | None = None, all_: bool = False) -> list[FailedMessage]:

@@ -5,9 +5,11 @@
   connections are closed before and after each message, as a request would (unless
   django-dramatiq's ``DbConnectionsMiddleware``, which does the same, is on the broker).
 * It notes each failure in the message's options (first failure time, tries, error,
-  traceback), and when Dramatiq dead-letters one of messenger's messages it writes a
+  traceback), and before Dramatiq dead-letters one of messenger's messages it writes a
   :class:`~django_messenger.models.FailedMessage`, so that the failure outlives
-  RabbitMQ's dead-letter queue and can be retried (``messenger_failed``).
+  RabbitMQ's dead-letter queue and can be retried (``messenger_failed``). While the
+  database is down the failure is held on the broker and recorded later: a held copy
+  (see :mod:`django_messenger.failures`) is recorded here instead of being handled.
 
 It must run after Dramatiq's ``Retries`` middleware in the broker's list (the app
 appends it at the end when it is not listed).
@@ -23,6 +25,7 @@ from typing import Any
 
 from django.db import close_old_connections, connections
 from dramatiq import Middleware
+from dramatiq.middleware import SkipMessage
 
 logger = logging.getLogger("django_messenger")
 
@@ -61,6 +64,13 @@ class MessengerMiddleware(Middleware):
         self.close_connections = close_connections
 
     def before_process_message(self, broker: Any, message: Any) -> None:
+        from .failures import HELD, keep_held
+
+        if HELD in message.options:
+            # A failure held while the database was down: record it, never run the handler.
+            if not keep_held(message):
+                message.fail()  # neither recorded nor held again: dead-letter it
+            raise SkipMessage("a held failure, not a message to handle")
         _local.message = message
         if self.close_connections:
             _close_old_connections()
@@ -84,10 +94,15 @@ class MessengerMiddleware(Middleware):
     def after_skip_message(self, broker: Any, message: Any) -> None:
         _local.message = None
 
-    def after_nack(self, broker: Any, message: Any) -> None:
-        """Dramatiq dead-lettered ``message``: keep its failure in the database."""
-        from .failures import is_messenger_message, record
+    def before_nack(self, broker: Any, message: Any) -> None:
+        """Dramatiq is about to dead-letter ``message``: keep its failure in the database."""
+        from .failures import HELD, is_messenger_message, keep, keep_held
 
+        if HELD in message.options:
+            # A held copy rejected before it could be processed (an actor this worker lacks, or
+            # it could be neither recorded nor held again just now): one more attempt.
+            keep_held(message)
+            return
         if not is_messenger_message(message):
             return
         options = message.options
@@ -99,9 +114,4 @@ class MessengerMiddleware(Middleware):
             trace = "".join(
                 traceback.format_exception(type(stuffed), stuffed, stuffed.__traceback__, limit=30)
             )
-        try:
-            record(message, error=error or "Dead-lettered by Dramatiq.", traceback=trace)
-        except Exception:
-            logger.exception("Could not store the failure of message %s.", message.message_id)
-        finally:
-            connections.close_all()
+        keep(message, error=error or "Dead-lettered by Dramatiq.", traceback=trace)

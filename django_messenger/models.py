@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.db import models
+
+
+class JSONTextField(models.TextField):
+    """JSON kept as text, on every database.
+
+    A ``JSONField`` is PostgreSQL's ``jsonb``, which refuses some valid JSON: a string
+    holding ``\\u0000``. An envelope that a handler failed on must be storable whatever
+    it holds, so the failure store keeps it as JSON text (``json.dumps``, ASCII only)
+    and gives back the decoded value.
+    """
+
+    def get_prep_value(self, value: Any) -> Any:
+        return None if value is None else json.dumps(value)
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+    def to_python(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    def value_to_string(self, obj: models.Model) -> str:
+        return json.dumps(self.value_from_object(obj))
 
 
 class FailedMessage(models.Model):
@@ -18,7 +43,7 @@ class FailedMessage(models.Model):
     message_type = models.CharField(max_length=255, blank=True)
     handler = models.CharField(max_length=255, db_index=True)
     queue_name = models.CharField(max_length=255, blank=True)
-    payload = models.JSONField(null=True, blank=True, help_text="The envelope as sent.")
+    payload = JSONTextField(null=True, blank=True, help_text="The envelope as sent, as JSON text.")
     error = models.TextField()
     traceback = models.TextField(blank=True)
     tries = models.PositiveIntegerField(default=1)

@@ -16,6 +16,8 @@ from django_messenger import bus, failures
 from django_messenger.encoding import encode_envelope
 from django_messenger.envelope import Envelope
 from django_messenger.exceptions import FailedMessageGone
+from django_messenger.failures import HELD
+from django_messenger.middleware import ERROR, TRACEBACK, TRIES
 from django_messenger.models import FailedMessage
 from django_messenger.registry import registry
 from django_messenger.testing import drain
@@ -284,3 +286,53 @@ class TestPoison:
         drain(fail_fast=False)
 
         assert "MessageDecodingFailed" in FailedMessage.objects.get(message_id=envelope.message_id).error
+
+
+def test_an_envelope_with_a_nul_character_is_stored_shown_and_retried(broker):
+    # Given a handler that fails for good on a message whose text holds U+0000, which jsonb refuses
+    message_id = fail_one("nul\x00byte")
+
+    # Then the failure is stored all the same, the envelope intact
+    failed = FailedMessage.objects.get(message_id=message_id)
+    assert failed.payload["body"] == {"text": "nul\x00byte"}
+    assert failed.error and "\x00" not in failed.error + failed.traceback, "texts are stored NUL-free"
+    # And `show` prints it, and `retry` sends exactly that envelope again
+    assert '"text": "nul\\u0000byte"' in run("show", str(message_id))
+    assert f"{message_id} sent again" in run("retry", str(message_id))
+    [resent] = broker.queues[registry.handler_named(FLAKY).actor.queue_name].queue
+    assert Message.decode(resent).args[0]["body"] == {"text": "nul\x00byte"}
+    assert not FailedMessage.objects.exists()
+
+
+def test_a_held_failure_is_stored_once_without_running_the_handler(broker):
+    # Given a held copy of a failure (what a worker sends while the database is down), delivered twice
+    envelope = Envelope(Ping(text="held"))
+    actor = registry.broker.actors[PING]
+    held: Message[Any] = Message(
+        queue_name=actor.queue_name,
+        actor_name=PING,
+        args=(encode_envelope(envelope),),
+        kwargs={},
+        options={
+            HELD: 1,
+            ERROR: "OperationalError: the database was down",
+            TRACEBACK: "Traceback ...",
+            TRIES: 4,
+        },
+    )
+    registry.broker.enqueue(held)
+    registry.broker.enqueue(held)
+
+    # When a worker receives them
+    drain()
+
+    # Then the failure is stored once, as the copy carried it; the handler did not run; nothing dead-lettered
+    failed = FailedMessage.objects.get(message_id=envelope.message_id)
+    assert (failed.handler, failed.error, failed.tries) == (
+        PING,
+        "OperationalError: the database was down",
+        4,
+    )
+    assert failed.broker_message_id == held.message_id
+    assert not Effect.objects.filter(message_id=envelope.message_id).exists()
+    assert broker.dead_letters == []

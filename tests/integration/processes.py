@@ -173,3 +173,15 @@ def start_server(
 
     wait_for(up, timeout=60, what="the server to listen")
     return server, f"http://127.0.0.1:{port}"
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python manage.py *args`` with ``env``, to its end (at most a minute); its output captured."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -15,7 +15,8 @@ DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
     "OPTIONS": {
         "url": os.environ.get("MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-        + "?heartbeat=30&blocked_connection_timeout=10",
+        + "?heartbeat=30&blocked_connection_timeout="
+        + os.environ.get("MESSENGER_BLOCKED_CONNECTION_TIMEOUT", "10"),
         "confirm_delivery": True,
     },
     "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +13,7 @@ from django_messenger.models import FailedMessage
 from tests.testapp.messages import Flaky, Ping
 from tests.testapp.models import Effect
 
-from .processes import ROOT, Process, start_worker, wait_for
+from .processes import Process, manage, start_worker, wait_for
 from .rabbit import confirming_broker, envelope_message, publish_raw, queue_depth
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,14 +94,7 @@ def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(own_queue, own
 
 
 def messenger_failed(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", "messenger_failed", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return manage(env, "messenger_failed", *args)
 
 
 def test_messenger_failed_end_to_end(own_queue, own_worker):

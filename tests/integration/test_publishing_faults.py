@@ -8,11 +8,7 @@ tests skip when it does not, except in CI (``CI`` set) where they fail.
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -29,6 +25,8 @@ from tests.amqp import (
     take_all,
 )
 from tests.faultproxy import FaultProxy
+
+from .alarms import memory_alarm
 
 # The rabbitmq, queue and proxy fixtures are in tests/integration/conftest.py.
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("rabbitmq")]
@@ -132,58 +130,14 @@ def test_recovers_from_a_broker_that_closed_an_idle_connection(
 # --- (5) a resource alarm: connection.blocked -----------------------------------------------------
 
 
-def rabbitmqctl(*args: str) -> str:
-    result = subprocess.run(
-        ["rabbitmqctl", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    return result.stdout.strip()
-
-
-def memory_watermark() -> list[str] | None:
-    """The arguments of ``set_vm_memory_high_watermark`` that restore the current value."""
-    value = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
-    if re.fullmatch(r"[0-9.]+", value):
-        return [value]
-    absolute = re.fullmatch(r'\{absolute,\s*"?([^"}]+)"?\}', value)
-    if absolute:
-        return ["absolute", absolute.group(1)]
-    return None
-
-
-def wait_for_memory_alarm(active: bool, within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        alarms = rabbitmqctl("eval", "rabbit_alarm:get_alarms().")
-        if ("memory" in alarms) == active:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"RabbitMQ's memory alarm did not become {'active' if active else 'clear'}.")
-
-
 def test_a_blocked_connection_fails_in_time_and_recovers(
     queue: str, make_publisher: Callable[..., ConfirmingPublisher]
 ) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not available to raise a memory alarm.")
-    try:
-        original = memory_watermark()
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"rabbitmqctl does not work here: {exc}")
-    if original is None:
-        pytest.skip("Cannot read RabbitMQ's vm_memory_high_watermark to restore it.")
-
     # Given a publisher whose connection and queue are ready
     publisher = make_publisher()
     publisher.publish(a_message(queue))
-    try:
-        # When RabbitMQ raises a memory alarm, which blocks every publishing connection
-        rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
-        wait_for_memory_alarm(active=True)
+    # When RabbitMQ raises a memory alarm, which blocks every publishing connection
+    with memory_alarm():
         # Then a send fails in time, saying why
         with fails_in_time() as raised:
             publisher.publish(a_message(queue))
@@ -191,9 +145,6 @@ def test_a_blocked_connection_fails_in_time_and_recovers(
         # And so does one on a new connection
         with fails_in_time():
             make_publisher().publish(a_message(queue))
-    finally:
-        rabbitmqctl("set_vm_memory_high_watermark", *original)
-        wait_for_memory_alarm(active=False)
     # When the alarm clears, Then the same publisher sends again
     message = a_message(queue)
     publisher.publish(message)
