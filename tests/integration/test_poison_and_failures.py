@@ -90,7 +90,8 @@ def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(own_queue, own
     assert sum("no field(s) ['x']" in error for error in errors) == 1
     assert sum("MAX_MESSAGE_SIZE" in error for error in errors) == 1
     assert sum("ActorNotFound" in error for error in errors) == 1
-    assert "Failed to decode message" in worker.log()
+    # (the worker's processes log through a pipe to its main process: the line may come a moment later)
+    wait_for(lambda: "Failed to decode message" in worker.log(), what="the decode error in the worker's log")
 
 
 def messenger_failed(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
