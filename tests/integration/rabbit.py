@@ -30,6 +30,17 @@ def confirming_broker(queue_name: str) -> RabbitmqBroker:
     return broker
 
 
+def send_good_message(queue_name: str, actor_name: str, message: Any) -> Envelope:
+    """Enqueue ``message`` as messenger would (confirmed); return its envelope."""
+    broker = confirming_broker(queue_name)
+    try:
+        envelope, dramatiq_message = envelope_message(queue_name, actor_name, message)
+        broker.enqueue(dramatiq_message)
+    finally:
+        broker.close()
+    return envelope
+
+
 def publish_raw(queue_name: str, body: bytes) -> None:
     """Put ``body`` on ``queue_name`` as it is: no Dramatiq, no messenger."""
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))

@@ -23,7 +23,7 @@ from tests.testapp.messages import Ping, PlainGreeting
 from tests.testapp.models import Article, Effect
 
 from .processes import Process, start_worker, wait_for
-from .rabbit import confirming_broker, envelope_message, publish_raw, queue_depth
+from .rabbit import publish_raw, queue_depth, send_good_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,12 +95,7 @@ def test_forged_messages_are_poison_and_the_worker_goes_on(own_queue: str, own_w
     publish_raw(own_queue, body(own_queue, ARTICLE, forged_db))
 
     # When a good message follows them
-    broker = confirming_broker(own_queue)
-    try:
-        good, message = envelope_message(own_queue, PING, Ping(text="after the forgeries"))
-        broker.enqueue(message)
-    finally:
-        broker.close()
+    good = send_good_message(own_queue, PING, Ping(text="after the forgeries"))
 
     # Then the good one is handled, soon
     wait_for(lambda: Effect.objects.filter(message_id=good.message_id).exists(), what="the good message")

@@ -14,7 +14,7 @@ from tests.testapp.messages import Flaky, Ping
 from tests.testapp.models import Effect
 
 from .processes import Process, manage, start_worker, wait_for
-from .rabbit import confirming_broker, envelope_message, publish_raw, queue_depth
+from .rabbit import confirming_broker, envelope_message, publish_raw, queue_depth, send_good_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,12 +72,7 @@ def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(own_queue, own
         publish_raw(own_queue, body)
 
     # When a good message is sent after them
-    broker = confirming_broker(own_queue)
-    try:
-        good, message = envelope_message(own_queue, PING, Ping(text="after the poison"))
-        broker.enqueue(message)
-    finally:
-        broker.close()
+    good = send_good_message(own_queue, PING, Ping(text="after the poison"))
 
     # Then the good one is handled, and every bad one sits in the dead letters
     wait_for(lambda: Effect.objects.filter(message_id=good.message_id).exists(), what="the good message")
