@@ -58,6 +58,7 @@ class MessageBus:
             listener(envelope)
         if transport.synchronous or not on_commit or not connections[DEFAULT_DB_ALIAS].in_atomic_block:
             return transport.send(envelope, handlers)
+        transport.check(envelope)  # what no worker would accept fails here, before the commit
         transaction.on_commit(lambda: transport.send(envelope, handlers))
         return envelope
 

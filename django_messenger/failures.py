@@ -25,13 +25,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from dramatiq import Message
-from dramatiq.common import compute_backoff, q_name
+from dramatiq.common import compute_backoff, current_millis, q_name
 
 from .actors import FANOUT_PREFIX
+from .delays import ETA, first_hop, hop_milliseconds
 from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
-from .middleware import ERROR, FIRST_FAILED_AT, TRACEBACK, TRIES
+from .middleware import ERROR, FIRST_FAILED_AT, TRACEBACK, TRIES, clip
 from .models import FailedMessage
 from .registry import registry
 from .sending import publish
@@ -68,9 +69,18 @@ def is_messenger_message(message: Any) -> bool:
 
 
 def _text(value: Any, limit: int | None = None) -> str:
-    """``value`` as text a database accepts: PostgreSQL's text types refuse NUL characters."""
+    """``value`` as text a database accepts: PostgreSQL's text types refuse NUL characters,
+    and UTF-8 cannot encode a lone surrogate (``"\\ud800"``, which JSON may carry)."""
     text = str(value).replace("\x00", "\\x00")
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if limit is None else text[:limit]
+
+
+def _due_at(options: Any) -> datetime | None:
+    """When a delayed message was due (its ``messenger_eta`` option), if it has one."""
+    eta = options.get(ETA)
+    return _timestamp(eta) if isinstance(eta, int) and not isinstance(eta, bool) else None
 
 
 def record(message: Any, *, error: str, traceback: str = "") -> FailedMessage:
@@ -91,7 +101,7 @@ def record(message: Any, *, error: str, traceback: str = "") -> FailedMessage:
         message_type = _text(payload.get("type", ""), 255)
     options = message.options
     now = datetime.now(tz=UTC)
-    failed = FailedMessage.objects.create(
+    fields = dict(
         message_id=message_id,
         broker_message_id=broker_message_id,
         message_type=message_type,
@@ -103,7 +113,14 @@ def record(message: Any, *, error: str, traceback: str = "") -> FailedMessage:
         tries=max(1, int(options.get(TRIES, 1))),
         first_failed_at=_timestamp(options[FIRST_FAILED_AT]) if FIRST_FAILED_AT in options else now,
         last_failed_at=now,
+        due_at=_due_at(options),
     )
+    try:
+        with transaction.atomic():
+            failed = FailedMessage.objects.create(**fields)
+    except IntegrityError:
+        # Another worker stored this failure meanwhile (two held copies of it, say).
+        return FailedMessage.objects.get(broker_message_id=broker_message_id, handler=handler)
     logger.error(
         "Message %s (%s) failed for good in %s: %s",
         message_id or message.message_id,
@@ -157,7 +174,7 @@ def hold(message: Any, *, error: str, traceback: str) -> Message[Any]:
     _, delay = compute_backoff(attempts, factor=HOLD_MIN_BACKOFF, max_backoff=HOLD_MAX_BACKOFF)
     held: Message[Any] = message.copy(
         queue_name=q_name(message.queue_name),
-        options={HELD: attempts + 1, ERROR: error, TRACEBACK: traceback},
+        options={HELD: attempts + 1, ERROR: clip(error), TRACEBACK: clip(traceback)},
     )
     if registry.broker is None:
         raise BrokerUnavailable("messenger is not bound to a broker.")
@@ -223,17 +240,21 @@ def retry(failed: FailedMessage) -> Message[Any]:
         actor = handler.actor if handler is not None else None
     if actor is None:
         raise MessengerError(f"No handler named {failed.handler!r} in this project: it cannot be retried.")
+    # A delayed message that failed before it was due (a refused delay hop) waits the rest.
+    now = current_millis()
+    remaining = int(failed.due_at.timestamp() * 1000) - now if failed.due_at is not None else 0
+    delay, options = first_hop(remaining, hop=hop_milliseconds(), now=now) if remaining > 0 else (None, {})
     message: Message[Any] = Message(
         queue_name=actor.queue_name,
         actor_name=actor.actor_name,
         args=(failed.payload,),
         kwargs={},
-        options={},
+        options=options,
     )
     with transaction.atomic():
         if not _claim(failed):
             raise FailedMessageGone(failed.message_id or failed.broker_message_id)
-        publish(actor.broker, message)
+        publish(actor.broker, message, delay=delay)
     return message
 
 

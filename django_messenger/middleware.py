@@ -48,6 +48,20 @@ def _close_old_connections() -> None:
         close_old_connections()
 
 
+#: The longest error text or traceback kept in a message's options (and so in its failure
+#: record), in characters: a message must not outgrow what a worker parses
+#: (``dramatiq_encoder.max_body_size``) merely because its handler raised a long error.
+MAX_ERROR_TEXT = 16 * 1024
+
+
+def clip(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """``text``, or its beginning and its end when it is longer than ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters left out ...]\n{text[-half:]}"
+
+
 def describe(exception: BaseException) -> str:
     return f"{type(exception).__module__}.{type(exception).__qualname__}: {exception}"
 
@@ -84,15 +98,23 @@ class MessengerMiddleware(Middleware):
             options = message.options
             options.setdefault(FIRST_FAILED_AT, int(time.time() * 1000))
             options[TRIES] = int(options.get(TRIES, 0)) + 1
-            options[ERROR] = describe(exception)
-            options[TRACEBACK] = "".join(
-                traceback.format_exception(type(exception), exception, exception.__traceback__, limit=30)
+            options[ERROR] = clip(describe(exception))
+            options[TRACEBACK] = clip(
+                "".join(
+                    traceback.format_exception(type(exception), exception, exception.__traceback__, limit=30)
+                )
             )
         if self.close_connections:
             _close_old_connections()
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         _local.message = None
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        # Dramatiq's Retries stores the last traceback, the exception's text included, unclipped.
+        trace = message.options.get("traceback")
+        if isinstance(trace, str) and len(trace) > MAX_ERROR_TEXT:
+            message.options["traceback"] = clip(trace)
 
     def before_nack(self, broker: Any, message: Any) -> None:
         """Dramatiq is about to dead-letter ``message``: keep its failure in the database."""
@@ -110,8 +132,8 @@ class MessengerMiddleware(Middleware):
         trace = options.get(TRACEBACK, "")
         stuffed = getattr(message, "_exception", None)
         if error is None and stuffed is not None:
-            error = describe(stuffed)
-            trace = "".join(
-                traceback.format_exception(type(stuffed), stuffed, stuffed.__traceback__, limit=30)
+            error = clip(describe(stuffed))
+            trace = clip(
+                "".join(traceback.format_exception(type(stuffed), stuffed, stuffed.__traceback__, limit=30))
             )
         keep(message, error=error or "Dead-lettered by Dramatiq.", traceback=trace)

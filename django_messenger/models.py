@@ -49,9 +49,22 @@ class FailedMessage(models.Model):
     tries = models.PositiveIntegerField(default=1)
     first_failed_at = models.DateTimeField()
     last_failed_at = models.DateTimeField()
+    due_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a delayed message was due; a retry before then waits for the rest of its delay.",
+    )
 
     class Meta:
         ordering = ["-last_failed_at", "-id"]
+        constraints = [
+            # One row a failure: a redelivered or twice-held failure is not stored again.
+            models.UniqueConstraint(
+                fields=["broker_message_id", "handler"],
+                condition=~models.Q(broker_message_id=""),
+                name="django_messenger_one_row_a_failure",
+            )
+        ]
         verbose_name = "failed message"
         verbose_name_plural = "failed messages"
 

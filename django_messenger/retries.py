@@ -25,7 +25,7 @@ from typing import Any
 
 from dramatiq import Middleware
 
-from .middleware import ERROR, describe
+from .middleware import ERROR, clip, describe
 
 __all__ = ["RETRY_NOT_ENQUEUED", "RetryGuard"]
 
@@ -78,5 +78,7 @@ class RetryGuard(Middleware):
             message.message_id,
         )
         options = message.options
-        options[ERROR] = f"{RETRY_NOT_ENQUEUED}. Last error: {options.get(ERROR) or describe(exception)}"
+        options[ERROR] = clip(
+            f"{RETRY_NOT_ENQUEUED}. Last error: {options.get(ERROR) or describe(exception)}"
+        )
         message.fail()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
+from django.db import transaction
 from rest_framework import serializers
 from rest_framework.test import APIRequestFactory
 
@@ -13,6 +15,7 @@ from django_messenger.exceptions import MessageNotDeliverable
 from django_messenger.viewsets import MessengerViewSet
 from tests.conftest import queued
 from tests.testapp.messages import Ping
+from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db
 
@@ -59,4 +62,15 @@ def test_a_dispatch_from_code_raises_and_sends_nothing(broker: Any) -> None:
 
     # Then nothing was sent, and the reason names the field
     assert "Ping.text" in str(raised.value)
+    assert queued(broker) == []
+
+
+def test_inside_a_transaction_a_message_no_worker_accepts_fails_before_the_commit(broker: Any) -> None:
+    # Given a transaction that writes a row, then dispatches a message a worker would refuse
+    with pytest.raises(MessageNotDeliverable), transaction.atomic():
+        Effect.objects.create(handler="before", message_id=uuid.uuid4())
+        bus.dispatch(Ping(text=42))  # type: ignore[arg-type]
+
+    # Then the error came inside the block: the row rolled back with it, and nothing was sent
+    assert not Effect.objects.filter(handler="before").exists()
     assert queued(broker) == []

@@ -11,13 +11,15 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 from dramatiq import Message
+from dramatiq.common import current_millis
 
 from django_messenger import bus, failures
+from django_messenger.delays import ETA
 from django_messenger.encoding import encode_envelope
 from django_messenger.envelope import Envelope
 from django_messenger.exceptions import FailedMessageGone
 from django_messenger.failures import HELD
-from django_messenger.middleware import ERROR, TRACEBACK, TRIES
+from django_messenger.middleware import ERROR, MAX_ERROR_TEXT, TRACEBACK, TRIES
 from django_messenger.models import FailedMessage
 from django_messenger.registry import registry
 from django_messenger.testing import drain
@@ -336,3 +338,83 @@ def test_a_held_failure_is_stored_once_without_running_the_handler(broker):
     assert failed.broker_message_id == held.message_id
     assert not Effect.objects.filter(message_id=envelope.message_id).exists()
     assert broker.dead_letters == []
+
+
+# -- what a review of the failure store found ---------------------------------------------
+
+
+def test_a_long_error_on_a_large_message_is_still_stored(broker):
+    # Given a 600 kB message whose handler fails with the whole text in its error: three copies
+    # of that error in the retry's options would outgrow what BoundedJSONEncoder lets a worker parse
+    message_id = fail_one("y" * 600_000)
+
+    # Then the failure is stored all the same, its error and traceback clipped, the envelope whole
+    failed = FailedMessage.objects.get(message_id=message_id)
+    assert len(failed.error) < MAX_ERROR_TEXT + 100 and len(failed.traceback) < MAX_ERROR_TEXT + 100
+    assert "characters left out" in failed.error
+    assert failed.payload["body"]["text"] == "y" * 600_000
+
+
+def test_a_lone_surrogate_in_the_error_and_the_type_is_stored(broker):
+    # Given a forged message whose type name holds a lone surrogate, which UTF-8 cannot encode
+    payload = {"v": 1, "id": str(uuid.uuid4()), "type": "testapp.\ud800", "body": {}, "stamps": []}
+    message: Message[Any] = Message(
+        queue_name="default", actor_name=PING, args=(payload,), kwargs={}, options={}
+    )
+
+    # When its failure is kept, with the surrogate in the error text too
+    failures.keep(message, error="UnknownMessageType: 'testapp.\ud800'", traceback="")
+
+    # Then it is stored, the surrogate escaped
+    failed = FailedMessage.objects.get(broker_message_id=message.message_id)
+    assert failed.message_type == "testapp.\\ud800"
+    assert "\\ud800" in failed.error
+
+
+def test_one_failure_recorded_by_two_workers_at_once_is_one_row(broker):
+    # Given one failure that two worker threads record at the same moment (two held copies of it)
+    message: Message[Any] = Message(
+        queue_name="default",
+        actor_name=FLAKY,
+        args=(encode_envelope(Envelope(Flaky("twice"))),),
+        kwargs={},
+        options={},
+    )
+    barrier = threading.Barrier(2)
+    rows: list[FailedMessage] = []
+
+    def one() -> None:
+        try:
+            barrier.wait()
+            rows.append(failures.record(message, error="boom"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then there is one row, and both got it
+    assert FailedMessage.objects.count() == 1
+    assert len({row.pk for row in rows}) == 1 and len(rows) == 2
+
+
+def test_a_retry_before_the_due_time_waits_the_rest_of_the_delay(broker):
+    # Given a long-delayed message that failed before it was due (its delay hop was refused)
+    due = current_millis() + 3_600_000
+    payload = encode_envelope(Envelope(Flaky("later")))
+    message: Message[Any] = Message(
+        queue_name="default", actor_name=FLAKY, args=(payload,), kwargs={}, options={ETA: due}
+    )
+    failed = failures.record(message, error="DelayHopFailed: the broker refused the hop")
+    assert failed.due_at is not None
+
+    # When it is retried
+    failures.retry(failed)
+
+    # Then it is sent again with its due time, to wait in hops, not handled at once
+    [resent] = queued(broker)
+    assert resent.options[ETA] == due
+    assert resent.options["eta"] > current_millis() + 60_000

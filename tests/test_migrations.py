@@ -20,6 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = [("django_messenger", "0001_failedmessage")]
 AFTER = [("django_messenger", "0002_failedmessage_payload_as_text")]
+LATEST = [("django_messenger", "0003_failure_once_and_due_at")]
 FLAKY = "tests.testapp.handlers.flaky"
 
 
@@ -30,10 +31,10 @@ def migrate(targets: list[tuple[str, str]]) -> None:
 
 @pytest.fixture
 def at_0001() -> Iterator[None]:
-    """The failure store as migration 0001 left it; migrated forward again after the test."""
+    """The failure store as migration 0001 left it; migrated to the latest again after the test."""
     migrate(BEFORE)
     yield
-    migrate(AFTER)
+    migrate(LATEST)
 
 
 def test_a_row_stored_as_jsonb_before_0002_is_shown_and_retried_after_it(broker, at_0001):
@@ -48,8 +49,9 @@ def test_a_row_stored_as_jsonb_before_0002_is_shown_and_retried_after_it(broker,
             [message_id, FLAKY, json.dumps(payload)],
         )
 
-    # When the store is migrated to 0002 (payload as JSON text)
+    # When the store is migrated to 0002 (payload as JSON text), and on to the latest
     migrate(AFTER)
+    migrate(LATEST)
 
     # Then the row reads back as before, `show` prints it and `retry` sends that envelope again
     assert FailedMessage.objects.get(message_id=message_id).payload == payload
@@ -59,3 +61,22 @@ def test_a_row_stored_as_jsonb_before_0002_is_shown_and_retried_after_it(broker,
     call_command("messenger_failed", "retry", str(message_id), stdout=out)
     [resent] = broker.queues[registry.handler_named(FLAKY).actor.queue_name].queue
     assert Message.decode(resent).args[0] == payload
+
+
+def test_0003_keeps_one_row_of_a_failure_stored_twice(at_0001):
+    # Given a failure stored twice by a release without the constraint (a race of held copies)
+    migrate(AFTER)
+    with connection.cursor() as cursor:
+        for text in ("first", "second"):
+            cursor.execute(
+                "INSERT INTO django_messenger_failedmessage (message_id, broker_message_id, message_type,"
+                " handler, queue_name, payload, error, traceback, tries, first_failed_at, last_failed_at)"
+                " VALUES (%s, 'b1', 'testapp.Flaky', %s, 'default', %s, %s, '', 1, now(), now())",
+                [uuid.uuid4(), FLAKY, "{}", text],
+            )
+
+    # When the store is migrated to 0003
+    migrate(LATEST)
+
+    # Then the first row is kept, and the constraint holds
+    assert list(FailedMessage.objects.values_list("error", flat=True)) == ["first"]

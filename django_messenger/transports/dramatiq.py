@@ -50,6 +50,25 @@ class DramatiqTransport(Transport):
             )
         return actor
 
+    def encode(self, envelope: Envelope) -> dict[str, Any]:
+        """``envelope`` encoded, measured and decoded as a worker will (limits.py, encoding.py).
+
+        Raises:
+          MessageTooLarge: a worker would refuse the encoded envelope.
+          MessageNotDeliverable: a worker would refuse it as poison (decoding fails).
+        """
+        payload = encode_envelope(envelope)
+        check_envelope_size(payload)
+        try:
+            decode_envelope(payload)
+        except MessageDecodingFailed as exc:
+            logger.warning("Message %s was not sent: a worker would refuse it: %s", envelope.message_id, exc)
+            raise MessageNotDeliverable(str(exc)) from exc
+        return payload
+
+    def check(self, envelope: Envelope) -> None:
+        self.encode(envelope)
+
     def send(self, envelope: Envelope, handlers: Sequence[Handler]) -> Envelope:
         """Publish ``envelope`` once.
 
@@ -59,15 +78,7 @@ class DramatiqTransport(Transport):
           BrokerUnavailable: the broker did not confirm it (``exc.envelope`` is ``envelope``).
         """
         actor = self.actor_for(handlers)
-        payload = encode_envelope(envelope)
-        # Measured and decoded as the worker will (limits.py, encoding.py), so that what a worker
-        # would refuse as poison is never sent.
-        check_envelope_size(payload)
-        try:
-            decode_envelope(payload)
-        except MessageDecodingFailed as exc:
-            logger.warning("Message %s was not sent: a worker would refuse it: %s", envelope.message_id, exc)
-            raise MessageNotDeliverable(str(exc)) from exc
+        payload = self.encode(envelope)
         stamp = envelope.last(DelayStamp)
         delay: int | None = None
         options: dict[str, Any] = {}
