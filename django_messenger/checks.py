@@ -14,7 +14,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from .conf import SYNC_TRANSPORT, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
-from .registry import registry
+from .locator import locator
+from .transports.dramatiq.binding import binding
 
 
 @checks.register("messenger")
@@ -24,7 +25,7 @@ def check_handlers(
     """E002 a handler without a usable message type; E003 two handlers with one actor name."""
     errors: list[checks.CheckMessage] = []
     by_name: dict[str, list[Any]] = defaultdict(list)
-    for handler in registry.handlers:
+    for handler in locator.handlers:
         by_name[handler.actor_name].append(handler)
     for name, handlers in by_name.items():
         if len(handlers) > 1:
@@ -37,7 +38,7 @@ def check_handlers(
                     id="django_messenger.E003",
                 )
             )
-    for handler in registry.handlers:
+    for handler in locator.handlers:
         if handler.error is None or len(by_name[handler.actor_name]) > 1:
             continue
         where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
@@ -85,7 +86,7 @@ def check_broker(
                 id="django_messenger.E008",
             )
         )
-    broker = registry.broker
+    broker = binding.broker
     if broker is None:
         return errors
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -221,7 +222,7 @@ def check_views(
                     id="django_messenger.E006",
                 )
             )
-        elif not registry.has_handlers(message_type):
+        elif not locator.has_handlers(message_type):
             errors.append(
                 checks.Error(
                     f"{where} dispatches {message_type.__module__}.{message_type.__qualname__}, "
@@ -279,7 +280,7 @@ def check_delays(
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
     from dramatiq.middleware import Retries
 
-    broker = registry.broker
+    broker = binding.broker
     if not isinstance(broker, RabbitmqBroker):
         return []
     warnings: list[checks.CheckMessage] = []
@@ -295,8 +296,9 @@ def check_delays(
         )
     if not any(isinstance(middleware, Retries) for middleware in broker.middleware):
         return warnings
-    for handler in registry.handlers:
-        max_backoff = handler.actor.options.get("max_backoff") if handler.actor is not None else None
+    for handler in locator.handlers:
+        actor = binding.actor_of(handler)
+        max_backoff = actor.options.get("max_backoff") if actor is not None else None
         if isinstance(max_backoff, int | float) and max_backoff > hop * 1000:
             where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
             warnings.append(

@@ -29,14 +29,19 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 from dramatiq import Message
 from dramatiq.common import compute_backoff, q_name
 
-from .actors import FANOUT_PREFIX
 from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
-from .middleware import ERROR, FIRST_FAILED_AT, TRACEBACK, TRIES
+from .locator import locator
 from .models import FailedMessage
-from .registry import registry
 from .sending import publish
+from .transports.dramatiq.binding import FANOUT_PREFIX, binding
 
 logger = logging.getLogger("django_messenger")
+
+#: The options a worker notes on a failing message (MessengerMiddleware), kept with its failure.
+FIRST_FAILED_AT = "messenger_first_failed_at"
+TRIES = "messenger_tries"
+ERROR = "messenger_error"
+TRACEBACK = "messenger_traceback"
 
 #: The option that marks a held copy: how many times its failure was held so far.
 HELD = "messenger_held"
@@ -46,6 +51,11 @@ HOLD_MAX_BACKOFF = 300_000
 
 #: Database errors that pass: the failure is held and recorded later.
 _DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+def describe(exception: BaseException) -> str:
+    """An exception as the failure store keeps it: its class's full name and its text."""
+    return f"{type(exception).__module__}.{type(exception).__qualname__}: {exception}"
 
 
 def _timestamp(millis: Any) -> datetime:
@@ -58,7 +68,7 @@ def _timestamp(millis: Any) -> datetime:
 def is_messenger_message(message: Any) -> bool:
     """Whether a Dramatiq message is one of messenger's (a handler's, a fan-out's, or envelope-shaped)."""
     name = getattr(message, "actor_name", "")
-    if isinstance(name, str) and (name.startswith(FANOUT_PREFIX) or registry.handler_named(name) is not None):
+    if isinstance(name, str) and (name.startswith(FANOUT_PREFIX) or locator.handler_named(name) is not None):
         return True
     args = getattr(message, "args", None)
     if not args:
@@ -159,9 +169,9 @@ def hold(message: Any, *, error: str, traceback: str) -> Message[Any]:
         queue_name=q_name(message.queue_name),
         options={HELD: attempts + 1, ERROR: error, TRACEBACK: traceback},
     )
-    if registry.broker is None:
+    if binding.broker is None:
         raise BrokerUnavailable("messenger is not bound to a broker.")
-    return publish(registry.broker, held, delay=delay)
+    return publish(binding.broker, held, delay=delay)
 
 
 def _hold_or_log(message: Any, *, error: str, traceback: str, reason: BaseException) -> bool:
@@ -216,20 +226,10 @@ def retry(failed: FailedMessage) -> Message[Any]:
     of one failure exactly one sends it, the others raise :class:`FailedMessageGone`; a
     publish that fails (:class:`BrokerUnavailable`) rolls the delete back, so the row stays.
     """
-    handler = registry.handler_named(failed.handler)
-    if failed.handler.startswith(FANOUT_PREFIX):
-        actor = registry.broker.actors.get(failed.handler) if registry.broker is not None else None
-    else:
-        actor = handler.actor if handler is not None else None
+    actor = binding.actor_named(failed.handler)
     if actor is None:
         raise MessengerError(f"No handler named {failed.handler!r} in this project: it cannot be retried.")
-    message: Message[Any] = Message(
-        queue_name=actor.queue_name,
-        actor_name=actor.actor_name,
-        args=(failed.payload,),
-        kwargs={},
-        options={},
-    )
+    message: Message[Any] = actor.message_with_options(args=(failed.payload,))
     with transaction.atomic():
         if not _claim(failed):
             raise FailedMessageGone(failed.message_id or failed.broker_message_id)
