@@ -11,6 +11,8 @@ import dramatiq
 from django.apps import AppConfig, apps
 from django.core import checks
 from django.urls import URLPattern, URLResolver, get_resolver
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import Retries
 
 from .conf import SYNC_TRANSPORT, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
@@ -89,8 +91,6 @@ def check_broker(
     broker = binding.broker
     if broker is None:
         return errors
-    from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
     if (
         isinstance(broker, RabbitmqBroker)
         and not broker.confirm_delivery
@@ -203,7 +203,7 @@ def check_views(
 ) -> list[checks.CheckMessage]:
     """E001 a view whose message type has no handler; E006 a view that cannot tell its type;
     E011 a serializer whose fields do not fit the message class's signature."""
-    from .mixins import MessengerViewMixin
+    from .mixins import MessengerViewMixin  # here, not at import: workers never need DRF's views
 
     errors: list[checks.CheckMessage] = []
     seen: set[type] = set()
@@ -277,9 +277,6 @@ def check_delays(
                 id="django_messenger.E010",
             )
         ]
-    from dramatiq.brokers.rabbitmq import RabbitmqBroker
-    from dramatiq.middleware import Retries
-
     broker = binding.broker
     if not isinstance(broker, RabbitmqBroker):
         return []
@@ -333,6 +330,7 @@ def _built_message_class(view: type) -> tuple[type, Any] | None:
 
 def _signature_errors(view: type, where: str) -> list[checks.CheckMessage]:
     """E011: serializer fields a request may leave out (or that the class does not take)."""
+    # Here, not at import: workers never need DRF's fields nor the views' persister.
     from rest_framework.fields import empty
 
     from .persisters import message_signature, missing_parameters, unexpected_parameters
