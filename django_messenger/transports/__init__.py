@@ -31,7 +31,7 @@ class Router:
             if name == SYNC_TRANSPORT:
                 transport = SyncTransport()
             elif name in messenger_settings.TRANSPORTS:
-                transport = DramatiqTransport(name, messenger_settings.queue_name(name))
+                transport = DramatiqTransport(name)
             else:
                 raise UnknownTransport(
                     f"No transport named {name!r}: define it in MESSENGER['TRANSPORTS'] or route to "

@@ -28,11 +28,11 @@ logger = logging.getLogger("django_messenger")
 
 
 class DramatiqTransport(Transport):
-    """Sends envelopes to Dramatiq; ``queue_name`` is its handlers' default queue."""
+    """Sends envelopes to Dramatiq; ``queue_name`` is its handlers' default queue (the binding's choice)."""
 
-    def __init__(self, name: str, queue_name: str) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.queue_name = queue_name
+        self.queue_name = binding.transport_queue(name)
 
     def send(self, envelope: Envelope) -> Envelope:
         """Publish ``envelope`` once.
