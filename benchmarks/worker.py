@@ -138,10 +138,11 @@ def main() -> None:
     from benchmarks.project.bench.messages import Ping
     from django_messenger.encoding import encode_envelope
     from django_messenger.envelope import Envelope
-    from django_messenger.registry import registry
+    from django_messenger.locator import locator
+    from django_messenger.transports.dramatiq.binding import binding
 
     broker = dramatiq.get_broker()
-    handler_actor = registry.handlers_for(Ping)[0].actor
+    handler_actor = binding.actor_of(locator.handlers_for(Ping)[0])
     assert handler_actor.fn.__name__ == handle_ping.__name__
     plain_queue = f"{prefix}-plain"
     messenger_queue, raw_queue = settings.MESSENGER_QUEUE, settings.RAW_QUEUE

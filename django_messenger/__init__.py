@@ -13,7 +13,7 @@ from .exceptions import (
     NoHandlerForMessage,
     UnknownMessageType,
 )
-from .registry import handler
+from .locator import handler
 from .stamps import DelayStamp, HandledStamp, OperationStamp, RemoveStamp, SentStamp, Stamp
 
 if TYPE_CHECKING:

@@ -12,19 +12,21 @@ class MessengerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here: the worker side needs the models (failures.py), loaded only by now.
         import dramatiq
         from django_dramatiq.middleware import DbConnectionsMiddleware
-        from dramatiq.middleware import Retries
+        from dramatiq.middleware import CurrentMessage, Retries
 
         from . import checks  # noqa: F401  (registers the system checks)
-        from .actors import declare_fanout_actors
         from .delays import DelayHopMiddleware
         from .middleware import MessengerMiddleware
-        from .registry import registry
         from .retries import RetryGuard
+        from .transports.dramatiq.binding import binding
 
         # django-dramatiq built the broker in its AppConfig.__init__, before any ready().
         broker = dramatiq.get_broker()
+        if not any(isinstance(middleware, CurrentMessage) for middleware in broker.middleware):
+            broker.add_middleware(CurrentMessage())  # the ReceivedStamp reads the message from it
         if not any(isinstance(middleware, MessengerMiddleware) for middleware in broker.middleware):
             has_db_middleware = any(isinstance(m, DbConnectionsMiddleware) for m in broker.middleware)
             broker.add_middleware(MessengerMiddleware(close_connections=not has_db_middleware))
@@ -34,6 +36,5 @@ class MessengerConfig(AppConfig):
             broker.add_middleware(RetryGuard(), before=Retries)
         if not any(isinstance(middleware, DelayHopMiddleware) for middleware in broker.middleware):
             broker.add_middleware(DelayHopMiddleware())  # last: every other middleware saw the message
-        registry.on_bind(declare_fanout_actors)
-        registry.bind(broker)
+        binding.bind(broker)
         autodiscover_modules("handlers")

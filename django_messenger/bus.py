@@ -1,7 +1,8 @@
 """The message bus: ``bus.dispatch(message)`` -> :class:`Envelope`.
 
-Dispatching wraps the message in an envelope, finds its handlers (a type without
-one is an error), asks routing for its transport and hands the envelope over:
+Dispatching wraps the message in an envelope, makes sure its type has a handler (a
+type without one is an error), asks routing for its transport and hands the envelope
+over; the transport's receiving side finds the handlers:
 
 * the ``sync`` transport runs the handlers at once, inside the caller's transaction,
   and returns the envelope with a :class:`HandledStamp` per handler;
@@ -19,9 +20,9 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from .envelope import Envelope
-from .registry import registry
-from .routing import router
+from .locator import locator
 from .stamps import DelayStamp, Stamp
+from .transports import router
 
 #: Called with each envelope as it is handed to its transport (see django_messenger.testing).
 Listener = Callable[[Envelope], None]
@@ -52,14 +53,14 @@ class MessageBus:
         if delay is not None:
             envelope = envelope.with_stamps(DelayStamp(delay))
         cls = type(envelope.message)
-        handlers = registry.handlers_for(cls)
+        locator.handlers_for(cls)  # raises NoHandlerForMessage before anything is sent
         transport = router.transport_for(cls)
         for listener in self.listeners:
             listener(envelope)
         if transport.synchronous or not on_commit or not connections[DEFAULT_DB_ALIAS].in_atomic_block:
-            return transport.send(envelope, handlers)
+            return transport.send(envelope)
         transport.check(envelope)  # what no worker would accept fails here, before the commit
-        transaction.on_commit(lambda: transport.send(envelope, handlers))
+        transaction.on_commit(lambda: transport.send(envelope))
         return envelope
 
 

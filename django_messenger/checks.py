@@ -11,10 +11,13 @@ import dramatiq
 from django.apps import AppConfig, apps
 from django.core import checks
 from django.urls import URLPattern, URLResolver, get_resolver
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import Retries
 
 from .conf import SYNC_TRANSPORT, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
-from .registry import registry
+from .locator import locator
+from .transports.dramatiq.binding import binding
 
 
 @checks.register("messenger")
@@ -24,7 +27,7 @@ def check_handlers(
     """E002 a handler without a usable message type; E003 two handlers with one actor name."""
     errors: list[checks.CheckMessage] = []
     by_name: dict[str, list[Any]] = defaultdict(list)
-    for handler in registry.handlers:
+    for handler in locator.handlers:
         by_name[handler.actor_name].append(handler)
     for name, handlers in by_name.items():
         if len(handlers) > 1:
@@ -37,7 +40,7 @@ def check_handlers(
                     id="django_messenger.E003",
                 )
             )
-    for handler in registry.handlers:
+    for handler in locator.handlers:
         if handler.error is None or len(by_name[handler.actor_name]) > 1:
             continue
         where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
@@ -85,11 +88,9 @@ def check_broker(
                 id="django_messenger.E008",
             )
         )
-    broker = registry.broker
+    broker = binding.broker
     if broker is None:
         return errors
-    from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
     if (
         isinstance(broker, RabbitmqBroker)
         and not broker.confirm_delivery
@@ -202,7 +203,7 @@ def check_views(
 ) -> list[checks.CheckMessage]:
     """E001 a view whose message type has no handler; E006 a view that cannot tell its type;
     E011 a serializer whose fields do not fit the message class's signature."""
-    from .mixins import MessengerViewMixin
+    from .mixins import MessengerViewMixin  # here, not at import: workers never need DRF's views
 
     errors: list[checks.CheckMessage] = []
     seen: set[type] = set()
@@ -221,7 +222,7 @@ def check_views(
                     id="django_messenger.E006",
                 )
             )
-        elif not registry.has_handlers(message_type):
+        elif not locator.has_handlers(message_type):
             errors.append(
                 checks.Error(
                     f"{where} dispatches {message_type.__module__}.{message_type.__qualname__}, "
@@ -276,10 +277,7 @@ def check_delays(
                 id="django_messenger.E010",
             )
         ]
-    from dramatiq.brokers.rabbitmq import RabbitmqBroker
-    from dramatiq.middleware import Retries
-
-    broker = registry.broker
+    broker = binding.broker
     if not isinstance(broker, RabbitmqBroker):
         return []
     warnings: list[checks.CheckMessage] = []
@@ -295,8 +293,9 @@ def check_delays(
         )
     if not any(isinstance(middleware, Retries) for middleware in broker.middleware):
         return warnings
-    for handler in registry.handlers:
-        max_backoff = handler.actor.options.get("max_backoff") if handler.actor is not None else None
+    for handler in locator.handlers:
+        actor = binding.actor_of(handler)
+        max_backoff = actor.options.get("max_backoff") if actor is not None else None
         if isinstance(max_backoff, int | float) and max_backoff > hop * 1000:
             where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
             warnings.append(
@@ -331,6 +330,7 @@ def _built_message_class(view: type) -> tuple[type, Any] | None:
 
 def _signature_errors(view: type, where: str) -> list[checks.CheckMessage]:
     """E011: serializer fields a request may leave out (or that the class does not take)."""
+    # Here, not at import: workers never need DRF's fields nor the views' persister.
     from rest_framework.fields import empty
 
     from .persisters import message_signature, missing_parameters, unexpected_parameters

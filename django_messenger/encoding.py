@@ -12,9 +12,10 @@ value is a *tagged* object ``{"$type": "<tag>", "$value": ...}``: ``decimal``,
 infinities), ``tuple``, ``set``, ``frozenset``, ``bytes``, ``dict`` (non-string
 keys, or a ``"$type"`` key of its own), and ``object`` for a nested dataclass or
 model instance of a *registered* type. Decoding resolves type names through the
-registry only: nothing read from the wire is imported or executed by name. Each decoded
-value is checked against its field's annotation (:mod:`django_messenger.typecheck`), and
-decoding is bounded in nesting, container sizes and hash collisions
+type table (:mod:`django_messenger.message_types`) only: nothing read from the wire is
+imported or executed by name. Each decoded value is checked against its field's
+annotation (:mod:`django_messenger.typecheck`), and decoding is bounded in nesting,
+container sizes and hash collisions
 (:mod:`django_messenger.bounds`).
 """
 
@@ -36,7 +37,7 @@ from django.db.models.fields.files import FieldFile
 from .bounds import bounded_set, check_depth, check_hashes, check_items
 from .envelope import Envelope
 from .exceptions import MessageDecodingFailed, MessageEncodingFailed
-from .registry import HandlerRegistry, registry
+from .message_types import MessageTypes, message_types
 from .stamps import STAMP_TYPES, Stamp
 from .typecheck import Check, dataclass_checks, model_checks, plain_class_checks
 
@@ -59,7 +60,7 @@ def encode_value(value: Any) -> Any:
     if encoder is not None:
         return encoder(value)
     if isinstance(value, models.Model) or dataclasses.is_dataclass(value):
-        return {TAG: "object", "class": registry.name_of(type(value)), VALUE: encode_body(value)}
+        return {TAG: "object", "class": message_types.name_of(type(value)), VALUE: encode_body(value)}
     # Subclasses of str and int (Django's TextChoices, IntEnum members...) travel as their value.
     for scalar in (str, int, float):
         if isinstance(value, scalar):
@@ -130,7 +131,7 @@ def _decode_tagged(data: dict[str, Any], depth: int) -> Any:
     tag = data[TAG]
     value = data.get(VALUE)
     if tag == "object":
-        return decode_body(registry.resolve(str(data.get("class"))), value, depth)
+        return decode_body(message_types.resolve(str(data.get("class"))), value, depth)
     decoder = _DECODERS.get(tag)
     if decoder is not None:
         return decoder(value)
@@ -329,7 +330,7 @@ def decode_body(cls: type, body: Any, depth: int = 0) -> Any:
 # -- envelopes --------------------------------------------------------------------
 
 
-def encode_envelope(envelope: Envelope, *, types: HandlerRegistry = registry) -> dict[str, Any]:
+def encode_envelope(envelope: Envelope, *, types: MessageTypes = message_types) -> dict[str, Any]:
     """The JSON-ready form of ``envelope``; stamps that are never sent are left out."""
     message = envelope.message
     return {
@@ -345,7 +346,7 @@ def encode_envelope(envelope: Envelope, *, types: HandlerRegistry = registry) ->
     }
 
 
-def decode_envelope(payload: Any, *, types: HandlerRegistry = registry) -> Envelope:
+def decode_envelope(payload: Any, *, types: MessageTypes = message_types) -> Envelope:
     """The envelope in ``payload``; raises MessageDecodingFailed for anything malformed."""
     try:
         if type(payload) is not dict:

@@ -29,15 +29,20 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from dramatiq import Message
 from dramatiq.common import compute_backoff, current_millis, q_name
 
-from .actors import FANOUT_PREFIX
 from .delays import ETA, first_hop, hop_milliseconds
 from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
-from .middleware import ERROR, FIRST_FAILED_AT, TRACEBACK, TRIES, clip
+from .locator import locator
 from .models import FailedMessage
-from .registry import registry
 from .sending import publish
+from .transports.dramatiq.binding import FANOUT_PREFIX, binding
 
 logger = logging.getLogger("django_messenger")
+
+#: The options a worker notes on a failing message (MessengerMiddleware), kept with its failure.
+FIRST_FAILED_AT = "messenger_first_failed_at"
+TRIES = "messenger_tries"
+ERROR = "messenger_error"
+TRACEBACK = "messenger_traceback"
 
 #: The option that marks a held copy: how many times its failure was held so far.
 HELD = "messenger_held"
@@ -47,6 +52,25 @@ HOLD_MAX_BACKOFF = 300_000
 
 #: Database errors that pass: the failure is held and recorded later.
 _DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+#: The longest error text or traceback kept in a message's options (and so in its failure
+#: record), in characters: a message must not outgrow what a worker parses
+#: (``dramatiq_encoder.max_body_size``) merely because its handler raised a long error.
+MAX_ERROR_TEXT = 16 * 1024
+
+
+def clip(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """``text``, or its beginning and its end when it is longer than ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters left out ...]\n{text[-half:]}"
+
+
+def describe(exception: BaseException) -> str:
+    """An exception as the failure store keeps it: its class's full name and its text."""
+    return f"{type(exception).__module__}.{type(exception).__qualname__}: {exception}"
 
 
 def _timestamp(millis: Any) -> datetime:
@@ -59,7 +83,7 @@ def _timestamp(millis: Any) -> datetime:
 def is_messenger_message(message: Any) -> bool:
     """Whether a Dramatiq message is one of messenger's (a handler's, a fan-out's, or envelope-shaped)."""
     name = getattr(message, "actor_name", "")
-    if isinstance(name, str) and (name.startswith(FANOUT_PREFIX) or registry.handler_named(name) is not None):
+    if isinstance(name, str) and (name.startswith(FANOUT_PREFIX) or locator.handler_named(name) is not None):
         return True
     args = getattr(message, "args", None)
     if not args:
@@ -176,9 +200,9 @@ def hold(message: Any, *, error: str, traceback: str) -> Message[Any]:
         queue_name=q_name(message.queue_name),
         options={HELD: attempts + 1, ERROR: clip(error), TRACEBACK: clip(traceback)},
     )
-    if registry.broker is None:
+    if binding.broker is None:
         raise BrokerUnavailable("messenger is not bound to a broker.")
-    return publish(registry.broker, held, delay=delay)
+    return publish(binding.broker, held, delay=delay)
 
 
 def _hold_or_log(message: Any, *, error: str, traceback: str, reason: BaseException) -> bool:
@@ -233,24 +257,14 @@ def retry(failed: FailedMessage) -> Message[Any]:
     of one failure exactly one sends it, the others raise :class:`FailedMessageGone`; a
     publish that fails (:class:`BrokerUnavailable`) rolls the delete back, so the row stays.
     """
-    handler = registry.handler_named(failed.handler)
-    if failed.handler.startswith(FANOUT_PREFIX):
-        actor = registry.broker.actors.get(failed.handler) if registry.broker is not None else None
-    else:
-        actor = handler.actor if handler is not None else None
+    actor = binding.actor_named(failed.handler)
     if actor is None:
         raise MessengerError(f"No handler named {failed.handler!r} in this project: it cannot be retried.")
     # A delayed message that failed before it was due (a refused delay hop) waits the rest.
     now = current_millis()
     remaining = int(failed.due_at.timestamp() * 1000) - now if failed.due_at is not None else 0
     delay, options = first_hop(remaining, hop=hop_milliseconds(), now=now) if remaining > 0 else (None, {})
-    message: Message[Any] = Message(
-        queue_name=actor.queue_name,
-        actor_name=actor.actor_name,
-        args=(failed.payload,),
-        kwargs={},
-        options=options,
-    )
+    message: Message[Any] = actor.message_with_options(args=(failed.payload,), **options)
     with transaction.atomic():
         if not _claim(failed):
             raise FailedMessageGone(failed.message_id or failed.broker_message_id)

@@ -1,6 +1,5 @@
 """Messenger's Dramatiq middleware, added to the broker when the app is ready.
 
-* It keeps the message being processed in a thread-local (for the ``ReceivedStamp``).
 * It gives every handler fresh database connections: Django's stale or broken
   connections are closed before and after each message, as a request would (unless
   django-dramatiq's ``DbConnectionsMiddleware``, which does the same, is on the broker).
@@ -18,7 +17,6 @@ appends it at the end when it is not listed).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from typing import Any
@@ -27,43 +25,27 @@ from django.db import close_old_connections, connections
 from dramatiq import Middleware
 from dramatiq.middleware import SkipMessage
 
+from .failures import (
+    ERROR,
+    FIRST_FAILED_AT,
+    HELD,
+    MAX_ERROR_TEXT,
+    TRACEBACK,
+    TRIES,
+    clip,
+    describe,
+    is_messenger_message,
+    keep,
+    keep_held,
+)
+
 logger = logging.getLogger("django_messenger")
-
-_local = threading.local()
-
-FIRST_FAILED_AT = "messenger_first_failed_at"
-TRIES = "messenger_tries"
-ERROR = "messenger_error"
-TRACEBACK = "messenger_traceback"
-
-
-def current_message() -> Any:
-    """The Dramatiq message this worker thread is processing, or None."""
-    return getattr(_local, "message", None)
 
 
 def _close_old_connections() -> None:
     # Inside an atomic block (a test running a worker in-process) closing would break it.
     if not any(connection.in_atomic_block for connection in connections.all(initialized_only=True)):
         close_old_connections()
-
-
-#: The longest error text or traceback kept in a message's options (and so in its failure
-#: record), in characters: a message must not outgrow what a worker parses
-#: (``dramatiq_encoder.max_body_size``) merely because its handler raised a long error.
-MAX_ERROR_TEXT = 16 * 1024
-
-
-def clip(text: str, limit: int = MAX_ERROR_TEXT) -> str:
-    """``text``, or its beginning and its end when it is longer than ``limit`` characters."""
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return f"{text[:half]}\n[... {len(text) - 2 * half} characters left out ...]\n{text[-half:]}"
-
-
-def describe(exception: BaseException) -> str:
-    return f"{type(exception).__module__}.{type(exception).__qualname__}: {exception}"
 
 
 class MessengerMiddleware(Middleware):
@@ -78,21 +60,17 @@ class MessengerMiddleware(Middleware):
         self.close_connections = close_connections
 
     def before_process_message(self, broker: Any, message: Any) -> None:
-        from .failures import HELD, keep_held
-
         if HELD in message.options:
             # A failure held while the database was down: record it, never run the handler.
             if not keep_held(message):
                 message.fail()  # neither recorded nor held again: dead-letter it
             raise SkipMessage("a held failure, not a message to handle")
-        _local.message = message
         if self.close_connections:
             _close_old_connections()
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        _local.message = None
         if exception is not None:
             # Runs before Retries re-enqueues the message, so these options travel with it.
             options = message.options
@@ -107,9 +85,6 @@ class MessengerMiddleware(Middleware):
         if self.close_connections:
             _close_old_connections()
 
-    def after_skip_message(self, broker: Any, message: Any) -> None:
-        _local.message = None
-
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         # Dramatiq's Retries stores the last traceback, the exception's text included, unclipped.
         trace = message.options.get("traceback")
@@ -118,8 +93,6 @@ class MessengerMiddleware(Middleware):
 
     def before_nack(self, broker: Any, message: Any) -> None:
         """Dramatiq is about to dead-letter ``message``: keep its failure in the database."""
-        from .failures import HELD, is_messenger_message, keep, keep_held
-
         if HELD in message.options:
             # A held copy rejected before it could be processed (an actor this worker lacks, or
             # it could be neither recorded nor held again just now): one more attempt.

@@ -25,7 +25,7 @@ from typing import Any
 
 from dramatiq import Middleware
 
-from .middleware import ERROR, clip, describe
+from .failures import ERROR, clip, describe
 
 __all__ = ["RETRY_NOT_ENQUEUED", "RetryGuard"]
 

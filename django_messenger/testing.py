@@ -16,7 +16,7 @@ from dramatiq.brokers.stub import StubBroker
 from .bus import bus
 from .envelope import Envelope
 from .exceptions import MessengerError
-from .registry import registry
+from .transports.dramatiq.binding import binding
 
 
 @contextmanager
@@ -38,7 +38,7 @@ def drain(*, fail_fast: bool = True, timeout: float = 30.0) -> None:
     so their database writes need a test that commits (pytest-django's
     ``transactional_db``).
     """
-    broker = registry.broker
+    broker = binding.broker
     if not isinstance(broker, StubBroker):
         raise TypeError(
             'drain() needs a StubBroker (DRAMATIQ_BROKER["BROKER"] = "dramatiq.brokers.stub.StubBroker"), '

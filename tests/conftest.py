@@ -8,14 +8,16 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from django_messenger.registry import Handler, registry
+from django_messenger.locator import Handler, locator
+from django_messenger.message_types import message_types
+from django_messenger.transports.dramatiq.binding import binding
 from tests.testapp import handlers
 
 
 @pytest.fixture
 def broker() -> Iterator[Any]:
     """The StubBroker of tests/settings.py, emptied before and after the test."""
-    stub = registry.broker
+    stub = binding.broker
     stub.flush_all()
     yield stub
     stub.flush_all()
@@ -27,24 +29,24 @@ def scratch() -> Iterator[Callable[[Callable[..., Any]], Handler]]:
 
     Yields ``handler_of(fn)``: the Handler that @handler recorded for ``fn``.
     """
-    handlers_before = list(registry.handlers)
-    actors_before = set(registry.broker.actors)
-    types_before = set(registry._types)
+    handlers_before = list(locator.handlers)
+    actors_before = set(binding.broker.actors)
+    types_before = set(message_types._types)
 
     def handler_of(fn: Callable[..., Any]) -> Handler:
-        [found] = [h for h in registry.handlers if h.fn is fn]
+        [found] = [h for h in locator.handlers if h.fn is fn]
         return found
 
     yield handler_of
 
-    for registered in list(registry.handlers):
+    for registered in list(locator.handlers):
         if not any(registered is before for before in handlers_before):
-            registry.unregister(registered)
-    for name in set(registry.broker.actors) - actors_before:
-        del registry.broker.actors[name]
-    for name in set(registry._types) - types_before:
-        registry._names.pop(registry._types.pop(name), None)
-    assert [id(h) for h in registry.handlers] == [id(h) for h in handlers_before]
+            locator.unregister(registered)
+    for name in set(binding.broker.actors) - actors_before:
+        del binding.broker.actors[name]
+    for name in set(message_types._types) - types_before:
+        message_types._names.pop(message_types._types.pop(name), None)
+    assert [id(h) for h in locator.handlers] == [id(h) for h in handlers_before]
 
 
 @pytest.fixture

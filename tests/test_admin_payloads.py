@@ -11,8 +11,9 @@ from django.urls import path
 from django.utils import timezone
 from dramatiq import Message
 
+from django_messenger.locator import locator
 from django_messenger.models import FailedMessage
-from django_messenger.registry import registry
+from django_messenger.transports.dramatiq.binding import binding
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.test_admin_payloads")]
 
@@ -64,6 +65,6 @@ def test_a_failure_with_a_nul_character_is_listed_shown_and_retried(staff_client
     # And its retry action sends that envelope again and forgets the failure
     response = staff_client.post(base, {"action": "retry_selected", "_selected_action": [failed.pk]})
     assert response.status_code == 302
-    [resent] = broker.queues[registry.handler_named(FLAKY).actor.queue_name].queue
+    [resent] = broker.queues[binding.actor_of(locator.handler_named(FLAKY)).queue_name].queue
     assert Message.decode(resent).args[0]["body"] == {"text": "nul\x00byte"}
     assert not FailedMessage.objects.exists()

@@ -9,11 +9,11 @@ import pytest
 from django.db import transaction
 
 from django_messenger import Envelope, NoHandlerForMessage, bus
-from django_messenger.actors import FANOUT_PREFIX
 from django_messenger.encoding import decode_envelope
 from django_messenger.exceptions import BrokerUnavailable
 from django_messenger.stamps import DelayStamp, HandledStamp, SentStamp
 from django_messenger.testing import drain
+from django_messenger.transports.dramatiq.binding import FANOUT_PREFIX
 from tests.conftest import queued
 from tests.testapp.messages import Ping, Shout
 from tests.testapp.models import Effect

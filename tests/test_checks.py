@@ -25,7 +25,7 @@ from django_messenger.checks import (
     dispatched_type,
 )
 from django_messenger.mixins import MessengerMixin
-from django_messenger.registry import registry
+from django_messenger.transports.dramatiq.binding import binding
 from django_messenger.viewsets import MessengerViewSet
 from tests.testapp.messages import Ping
 from tests.testapp.serializers import PingSerializer
@@ -282,7 +282,7 @@ def test_e003_two_handlers_with_one_actor_name(scratch: Any) -> None:
 
 
 def test_e003_a_handler_whose_actor_name_another_actor_took(scratch: Any) -> None:
-    dramatiq.actor(lambda: None, broker=registry.broker, actor_name="tests.plain_dramatiq_actor")
+    dramatiq.actor(lambda: None, broker=binding.broker, actor_name="tests.plain_dramatiq_actor")
 
     @handler(actor_name="tests.plain_dramatiq_actor")
     def on_order(message: Order) -> None: ...
@@ -314,7 +314,7 @@ def rabbitmq(monkeypatch: pytest.MonkeyPatch) -> Callable[..., RabbitmqBroker]:
 
     def install(*, confirm_delivery: bool, url: str = RABBITMQ_URL) -> RabbitmqBroker:
         broker = RabbitmqBroker(url=url, confirm_delivery=confirm_delivery)
-        monkeypatch.setattr(registry, "_broker", broker)
+        monkeypatch.setattr(binding, "_broker", broker)
         return broker
 
     return install

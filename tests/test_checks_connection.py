@@ -6,15 +6,13 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from django_messenger.checks import check_broker
-from django_messenger.registry import registry
+from django_messenger.transports.dramatiq.binding import binding
 
 
 @pytest.fixture
 def rabbitmq_broker(monkeypatch):
     def use(url: str) -> None:
-        monkeypatch.setattr(
-            registry, "_broker", RabbitmqBroker(url=url, confirm_delivery=True, middleware=[])
-        )
+        monkeypatch.setattr(binding, "_broker", RabbitmqBroker(url=url, confirm_delivery=True, middleware=[]))
 
     return use
 

@@ -9,15 +9,20 @@ from django.core import checks
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from django_messenger.checks import check_delays
-from django_messenger.registry import registry
+from django_messenger.transports.dramatiq.binding import binding
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F?heartbeat=30&blocked_connection_timeout=10"
 
 
 @pytest.fixture
 def rabbitmq(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The registry's broker is a RabbitmqBroker with Dramatiq's default middleware (Retries included)."""
-    monkeypatch.setattr(registry, "_broker", RabbitmqBroker(url=URL, confirm_delivery=True))
+    """The binding's broker is a RabbitmqBroker with Dramatiq's default middleware (Retries included).
+
+    It holds the handlers' actors that the app declared on the test broker.
+    """
+    rabbitmq = RabbitmqBroker(url=URL, confirm_delivery=True)
+    rabbitmq.actors = dict(binding.broker.actors)
+    monkeypatch.setattr(binding, "_broker", rabbitmq)
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ from dramatiq.middleware import MiddlewareError, SkipMessage
 
 from django_messenger import bus, handler
 from django_messenger.delays import ETA, DelayHopFailed, DelayHopMiddleware, first_hop, next_hop
+from django_messenger.locator import locator
 from django_messenger.models import FailedMessage
-from django_messenger.registry import registry
 from django_messenger.testing import drain
+from django_messenger.transports.dramatiq.binding import binding
 from tests.conftest import queued
 from tests.testapp.messages import Ping, Shout
 from tests.testapp.models import Effect
@@ -39,7 +40,7 @@ def hop(settings: Any) -> Any:
 
 
 def ping_message(options: dict[str, Any]) -> Message[Any]:
-    actor = registry.handlers_for(Ping)[0].actor
+    actor = binding.actor_of(locator.handlers_for(Ping)[0])
     return Message(
         queue_name=actor.queue_name,
         actor_name=actor.actor_name,

@@ -31,7 +31,7 @@ from django_messenger.encoding import (
     encode_value,
 )
 from django_messenger.exceptions import MessageEncodingFailed
-from django_messenger.registry import registry
+from django_messenger.message_types import message_types
 from django_messenger.stamps import (
     DelayStamp,
     HandledStamp,
@@ -685,7 +685,7 @@ def test_decoding_a_valid_payload_imports_nothing(no_imports: None) -> None:
 
 def test_resolve_of_an_importable_name_does_not_import_it(no_imports: None) -> None:
     with pytest.raises(Exception, match="Unknown message type"):
-        registry.resolve("json.loads")
+        message_types.resolve("json.loads")
 
 
 def test_a_malformed_decimal_raises_decoding_failed() -> None:
@@ -742,12 +742,12 @@ class Slotted:
 
 
 def test_a_plain_class_with_slots_raises_encoding_failed_naming_it() -> None:
-    registry.register_type(Slotted)
+    message_types.register(Slotted)
     try:
         with pytest.raises(MessageEncodingFailed, match="Slotted"):
             encode_envelope(Envelope(Slotted("Ada")))
     finally:
-        registry._names.pop(registry._types.pop("tests.slotted"), None)
+        message_types._names.pop(message_types._types.pop("tests.slotted"), None)
 
 
 def test_an_unsupported_value_deep_in_a_message_fails_the_whole_encoding() -> None:
@@ -800,8 +800,8 @@ class Greeter:
 
 @pytest.fixture
 def typed(scratch: Any) -> None:
-    registry.register_type(Typed)
-    registry.register_type(Greeter)
+    message_types.register(Typed)
+    message_types.register(Greeter)
 
 
 def typed_payload(**body: Any) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from django_messenger.delays import ETA
 from django_messenger.encoding import encode_envelope
 from django_messenger.envelope import Envelope
 from django_messenger.exceptions import FailedMessageGone
-from django_messenger.failures import HELD
-from django_messenger.middleware import ERROR, MAX_ERROR_TEXT, TRACEBACK, TRIES
+from django_messenger.failures import ERROR, HELD, MAX_ERROR_TEXT, TRACEBACK, TRIES
+from django_messenger.locator import locator
 from django_messenger.models import FailedMessage
-from django_messenger.registry import registry
 from django_messenger.testing import drain
+from django_messenger.transports.dramatiq.binding import binding
 from tests.conftest import queued
 from tests.testapp.messages import Flaky, Ping
 from tests.testapp.models import Effect
@@ -46,11 +46,11 @@ def fail_one(text: str = "boom") -> uuid.UUID:
 
 
 def enqueue_raw(actor_name: str, payload: Any) -> Message[Any]:
-    actor = registry.broker.actors[actor_name]
+    actor = binding.broker.actors[actor_name]
     message: Message[Any] = Message(
         queue_name=actor.queue_name, actor_name=actor_name, args=(payload,), kwargs={}, options={}
     )
-    return registry.broker.enqueue(message)
+    return binding.broker.enqueue(message)
 
 
 def test_a_handler_that_keeps_failing_is_stored_after_its_last_retry(broker):
@@ -301,7 +301,7 @@ def test_an_envelope_with_a_nul_character_is_stored_shown_and_retried(broker):
     # And `show` prints it, and `retry` sends exactly that envelope again
     assert '"text": "nul\\u0000byte"' in run("show", str(message_id))
     assert f"{message_id} sent again" in run("retry", str(message_id))
-    [resent] = broker.queues[registry.handler_named(FLAKY).actor.queue_name].queue
+    [resent] = broker.queues[binding.actor_of(locator.handler_named(FLAKY)).queue_name].queue
     assert Message.decode(resent).args[0]["body"] == {"text": "nul\x00byte"}
     assert not FailedMessage.objects.exists()
 
@@ -309,7 +309,7 @@ def test_an_envelope_with_a_nul_character_is_stored_shown_and_retried(broker):
 def test_a_held_failure_is_stored_once_without_running_the_handler(broker):
     # Given a held copy of a failure (what a worker sends while the database is down), delivered twice
     envelope = Envelope(Ping(text="held"))
-    actor = registry.broker.actors[PING]
+    actor = binding.broker.actors[PING]
     held: Message[Any] = Message(
         queue_name=actor.queue_name,
         actor_name=PING,
@@ -322,8 +322,8 @@ def test_a_held_failure_is_stored_once_without_running_the_handler(broker):
             TRIES: 4,
         },
     )
-    registry.broker.enqueue(held)
-    registry.broker.enqueue(held)
+    binding.broker.enqueue(held)
+    binding.broker.enqueue(held)
 
     # When a worker receives them
     drain()

@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 from django.db import connection
 from dramatiq import Message
+from dramatiq.middleware import CurrentMessage
 
-from django_messenger.middleware import FIRST_FAILED_AT, TRIES, MessengerMiddleware, current_message
+from django_messenger.failures import FIRST_FAILED_AT, TRIES
+from django_messenger.middleware import MessengerMiddleware
+from django_messenger.transports.dramatiq.binding import binding
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,14 +56,15 @@ def test_a_connection_past_its_age_is_closed_before_the_next_message():
 
 
 def test_the_current_message_is_known_while_it_is_processed():
-    middleware = MessengerMiddleware()
+    # The app adds Dramatiq's CurrentMessage to the broker: the ReceivedStamp reads it
+    [middleware] = [m for m in binding.broker.middleware if isinstance(m, CurrentMessage)]
     current = message()
 
     def process() -> tuple[Any, Any]:
         middleware.before_process_message(None, current)
-        during = current_message()
+        during = CurrentMessage.get_current_message()
         middleware.after_process_message(None, current)
-        return during, current_message()
+        return during, CurrentMessage.get_current_message()
 
     assert in_a_thread(process) == (current, None)
 

@@ -13,8 +13,9 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from dramatiq import Message
 
+from django_messenger.locator import locator
 from django_messenger.models import FailedMessage
-from django_messenger.registry import registry
+from django_messenger.transports.dramatiq.binding import binding
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,7 +60,7 @@ def test_a_row_stored_as_jsonb_before_0002_is_shown_and_retried_after_it(broker,
     call_command("messenger_failed", "show", str(message_id), stdout=out)
     assert '"text": "old"' in out.getvalue()
     call_command("messenger_failed", "retry", str(message_id), stdout=out)
-    [resent] = broker.queues[registry.handler_named(FLAKY).actor.queue_name].queue
+    [resent] = broker.queues[binding.actor_of(locator.handler_named(FLAKY)).queue_name].queue
     assert Message.decode(resent).args[0] == payload
 
 

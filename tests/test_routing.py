@@ -8,8 +8,8 @@ import pytest
 
 from django_messenger import NoHandlerForMessage
 from django_messenger.exceptions import UnknownTransport
-from django_messenger.routing import Router, router, transport_name_for
-from django_messenger.transports import DramatiqTransport, SyncTransport
+from django_messenger.routing import transport_name_for
+from django_messenger.transports import DramatiqTransport, Router, SyncTransport, router
 from tests.testapp.messages import Ping, PlainGreeting, Shout
 from tests.testapp.models import Article
 

@@ -8,9 +8,9 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from django_messenger import bus, handler
-from django_messenger.registry import registry
 from django_messenger.stamps import DelayStamp, SentStamp
 from django_messenger.testing import capture_dispatched, drain
+from django_messenger.transports.dramatiq.binding import binding
 from tests.conftest import queued
 from tests.testapp.messages import Ping, PlainGreeting, Shout
 from tests.testapp.models import Effect
@@ -231,7 +231,7 @@ def test_drain_with_nothing_queued_returns(broker: Any) -> None:
 
 def test_drain_needs_a_stub_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     rabbitmq = RabbitmqBroker(url="amqp://guest:guest@127.0.0.1:5672", confirm_delivery=True)
-    monkeypatch.setattr(registry, "_broker", rabbitmq)
+    monkeypatch.setattr(binding, "_broker", rabbitmq)
 
     with pytest.raises(TypeError, match="needs a StubBroker.*not RabbitmqBroker"):
         drain()

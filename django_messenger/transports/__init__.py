@@ -1,7 +1,56 @@
-"""Transports: where a dispatched envelope goes (``sync``: handled here; Dramatiq: a queue)."""
+"""Transports: where a dispatched envelope goes (``sync``: handled here; Dramatiq: a queue).
 
+:data:`router` holds the transports by name and by message type, built lazily from
+``MESSENGER["TRANSPORTS"]`` and routing's rule (:mod:`django_messenger.routing`), cached,
+and forgotten when the settings change.
+"""
+
+from __future__ import annotations
+
+from ..conf import SYNC_TRANSPORT, messenger_settings, on_reload
+from ..exceptions import UnknownTransport
+from ..message_types import message_types
+from ..routing import transport_name_for
 from .base import Transport
 from .dramatiq import DramatiqTransport
 from .sync import SyncTransport
 
-__all__ = ["DramatiqTransport", "SyncTransport", "Transport"]
+__all__ = ["DramatiqTransport", "Router", "SyncTransport", "Transport", "router"]
+
+
+class Router:
+    """Transports by name and by message type, built lazily and cached."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[type, Transport] = {}
+        self._by_name: dict[str, Transport] = {}
+
+    def transport_named(self, name: str) -> Transport:
+        transport = self._by_name.get(name)
+        if transport is None:
+            if name == SYNC_TRANSPORT:
+                transport = SyncTransport()
+            elif name in messenger_settings.TRANSPORTS:
+                transport = DramatiqTransport(name)
+            else:
+                raise UnknownTransport(
+                    f"No transport named {name!r}: define it in MESSENGER['TRANSPORTS'] or route to "
+                    f"'sync' (known: {sorted(messenger_settings.TRANSPORTS)})."
+                )
+            self._by_name[name] = transport
+        return transport
+
+    def transport_for(self, cls: type) -> Transport:
+        transport = self._by_type.get(cls)
+        if transport is None:
+            transport = self.transport_named(transport_name_for(message_types.name_of(cls)))
+            self._by_type[cls] = transport
+        return transport
+
+    def clear(self) -> None:
+        self._by_type.clear()
+        self._by_name.clear()
+
+
+router = Router()
+on_reload(router.clear)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 
 from ..envelope import Envelope
-from ..registry import Handler
 
 
 class Transport(ABC):
-    """Takes an envelope and its handlers; returns the envelope with what it added."""
+    """Takes an envelope; returns the envelope with what it added.
+
+    A transport knows where an envelope goes; the handlers are found on the receiving
+    side (the sync transport asks the locator, a worker's actor is bound to its handler).
+    """
 
     #: The transport's name in ``MESSENGER["TRANSPORTS"]`` (or ``"sync"``).
     name: str
@@ -27,5 +29,5 @@ class Transport(ABC):
         return None
 
     @abstractmethod
-    def send(self, envelope: Envelope, handlers: Sequence[Handler]) -> Envelope:
+    def send(self, envelope: Envelope) -> Envelope:
         """Send (or handle) ``envelope``; raise if it was not accepted."""

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from django.db import transaction
 
 from ..conf import SYNC_TRANSPORT
 from ..envelope import Envelope
-from ..execution import call_handler
-from ..registry import Handler
+from ..locator import locator
 from ..stamps import HandledStamp
 from .base import Transport
 
 
 class SyncTransport(Transport):
-    """Runs the handlers in order, each in ``transaction.atomic()``.
+    """Runs the message type's handlers (from the locator) in order, each in ``transaction.atomic()``.
 
     Inside the caller's transaction that is a savepoint, so the handlers' writes commit
     or roll back with the caller's; outside one (a view) each handler gets a transaction
@@ -26,9 +23,9 @@ class SyncTransport(Transport):
     name = SYNC_TRANSPORT
     synchronous = True
 
-    def send(self, envelope: Envelope, handlers: Sequence[Handler]) -> Envelope:
-        for handler in handlers:
+    def send(self, envelope: Envelope) -> Envelope:
+        for handler in locator.handlers_for(type(envelope.message)):
             with transaction.atomic():
-                result = call_handler(handler, envelope)
+                result = handler.call(envelope)
             envelope = envelope.with_stamps(HandledStamp(result=result, handler_name=handler.name))
         return envelope

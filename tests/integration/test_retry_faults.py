@@ -18,9 +18,9 @@ import uuid
 
 import pytest
 
-from django_messenger.actors import FANOUT_PREFIX
 from django_messenger.models import FailedMessage
 from django_messenger.retries import RETRY_NOT_ENQUEUED
+from django_messenger.transports.dramatiq.binding import FANOUT_PREFIX
 from tests.testapp.messages import Flaky, Shout
 from tests.testapp.models import Effect
 

@@ -14,7 +14,9 @@ from django.contrib.auth.models import User
 from django.utils import module_loading
 
 from django_messenger import Envelope, MessageDecodingFailed, NoHandlerForMessage, UnknownMessageType, handler
-from django_messenger.registry import DEFAULT_ACTOR_OPTIONS, registry, type_name
+from django_messenger.locator import locator
+from django_messenger.message_types import message_types, type_name
+from django_messenger.transports.dramatiq.binding import DEFAULT_ACTOR_OPTIONS, binding
 from tests.testapp import handlers as testapp_handlers
 from tests.testapp.messages import Address, Everything, Ping, PlainGreeting, Shout
 from tests.testapp.models import Article
@@ -51,7 +53,7 @@ def test_messenger_name_is_not_inherited() -> None:
 
     assert (
         type_name(LoudGreeting)
-        == "tests.test_registry.test_messenger_name_is_not_inherited.<locals>.LoudGreeting"
+        == "tests.test_locator.test_messenger_name_is_not_inherited.<locals>.LoudGreeting"
     )
 
 
@@ -60,7 +62,7 @@ def test_an_empty_messenger_name_is_ignored() -> None:
         messenger_name = ""
 
     assert (
-        type_name(Nameless) == "tests.test_registry.test_an_empty_messenger_name_is_ignored.<locals>.Nameless"
+        type_name(Nameless) == "tests.test_locator.test_an_empty_messenger_name_is_ignored.<locals>.Nameless"
     )
 
 
@@ -76,21 +78,21 @@ def test_a_class_in_an_installed_app_is_app_label_dot_class_name() -> None:
 
 def test_a_class_outside_installed_apps_is_named_by_its_module_path() -> None:
     # tests/ is not an installed app (tests.testapp is)
-    assert type_name(Order) == "tests.test_registry.Order"
-    assert type_name(Outer.Inner) == "tests.test_registry.Outer.Inner"
+    assert type_name(Order) == "tests.test_locator.Order"
+    assert type_name(Outer.Inner) == "tests.test_locator.Outer.Inner"
 
 
 def test_the_test_apps_types_are_registered_under_their_names() -> None:
-    assert registry.name_of(Ping) == "testapp.Ping"
-    assert registry.name_of(PlainGreeting) == "testapp.greeting"
-    assert registry.resolve("testapp.Article") is Article
+    assert message_types.name_of(Ping) == "testapp.Ping"
+    assert message_types.name_of(PlainGreeting) == "testapp.greeting"
+    assert message_types.resolve("testapp.Article") is Article
 
 
 def test_types_named_by_a_registered_dataclass_fields_are_registered_too() -> None:
     # Everything has `address: Address | None` and `addresses: list[Address]`; Address has no handler
-    assert not registry.has_handlers(Address)
-    assert registry.resolve("testapp.Address") is Address
-    assert registry.name_of(Address) == "testapp.Address"
+    assert not locator.has_handlers(Address)
+    assert message_types.resolve("testapp.Address") is Address
+    assert message_types.name_of(Address) == "testapp.Address"
 
 
 def test_two_types_with_one_name_cannot_both_register(scratch: Any) -> None:
@@ -100,11 +102,11 @@ def test_two_types_with_one_name_cannot_both_register(scratch: Any) -> None:
     class Second:
         messenger_name = "tests.clash"
 
-    registry.register_type(First)
+    message_types.register(First)
 
     with pytest.raises(ValueError, match="messenger_name"):
-        registry.register_type(Second)
-    assert registry.resolve("tests.clash") is First
+        message_types.register(Second)
+    assert message_types.resolve("tests.clash") is First
 
 
 # -- @handler forms -----------------------------------------------------------------
@@ -126,9 +128,9 @@ def test_bare_handler_takes_the_type_from_the_annotation_and_returns_the_functio
     assert declared.message_type is Order
     assert declared.error is None
     assert declared.wants_envelope is False
-    assert registry.handlers_for(Order) == (declared,)
-    assert registry.broker.actors[declared.actor_name] is declared.actor
-    assert declared.actor.messenger_handler is declared
+    assert locator.handlers_for(Order) == (declared,)
+    assert binding.broker.actors[declared.actor_name] is binding.actor_of(declared)
+    assert binding.actor_of(declared).messenger_handler is declared
 
 
 def test_handler_with_empty_parentheses_reads_the_annotation(scratch: Any) -> None:
@@ -168,7 +170,7 @@ def test_the_default_actor_name_is_module_and_qualname(scratch: Any) -> None:
     def on_order(message: Order) -> None: ...
 
     assert scratch(on_order).actor_name == (
-        "tests.test_registry.test_the_default_actor_name_is_module_and_qualname.<locals>.on_order"
+        "tests.test_locator.test_the_default_actor_name_is_module_and_qualname.<locals>.on_order"
     )
 
 
@@ -186,7 +188,7 @@ def test_two_functions_named_handle_in_different_modules_do_not_clash(scratch: A
     declared = scratch(handle)
     assert declared.actor_name == "another_app.handlers.handle"
     assert declared.error is None
-    [ping_handler] = registry.handlers_for(Ping)
+    [ping_handler] = locator.handlers_for(Ping)
     assert ping_handler.actor_name == "tests.testapp.handlers.handle"
     assert ping_handler.fn is testapp_handlers.handle
     assert ping_handler.error is None
@@ -203,8 +205,8 @@ def test_a_handler_without_an_annotation_gets_an_error_and_no_actor(scratch: Any
     declared = scratch(on_anything)
     assert declared.message_type is None
     assert "no type annotation" in declared.error
-    assert declared.actor is None
-    assert declared.actor_name not in registry.broker.actors
+    assert binding.actor_of(declared) is None
+    assert declared.actor_name not in binding.broker.actors
 
 
 def test_an_unresolvable_string_annotation_is_an_error(scratch: Any) -> None:
@@ -216,7 +218,7 @@ def test_an_unresolvable_string_annotation_is_an_error(scratch: Any) -> None:
     assert declared.message_type is None
     assert "cannot be resolved" in declared.error
     assert "NoSuchMessage" in declared.error
-    assert declared.actor is None
+    assert binding.actor_of(declared) is None
 
 
 def test_a_handler_without_parameters_is_an_error(scratch: Any) -> None:
@@ -236,13 +238,13 @@ def test_an_annotation_that_is_not_a_class_is_an_error(scratch: Any) -> None:
 
 
 def test_an_explicit_type_that_is_not_a_class_is_an_error(scratch: Any) -> None:
-    @handler("tests.test_registry.Order")  # type: ignore[call-overload]
+    @handler("tests.test_locator.Order")  # type: ignore[call-overload]
     def on_order(message: Order) -> None: ...
 
     declared = scratch(on_order)
     assert declared.message_type is None
     assert "is not a class" in declared.error
-    assert not registry.has_handlers(str)
+    assert not locator.has_handlers(str)
 
 
 def test_an_actor_option_the_broker_does_not_know_is_an_error(scratch: Any) -> None:
@@ -251,7 +253,7 @@ def test_an_actor_option_the_broker_does_not_know_is_an_error(scratch: Any) -> N
 
     declared = scratch(on_order)
     assert "no_such_option" in declared.error
-    assert declared.actor is None
+    assert binding.actor_of(declared) is None
 
 
 def test_an_invalid_queue_name_is_an_error(scratch: Any) -> None:
@@ -260,7 +262,7 @@ def test_an_invalid_queue_name_is_an_error(scratch: Any) -> None:
 
     declared = scratch(on_order)
     assert "Queue names" in declared.error
-    assert declared.actor is None
+    assert binding.actor_of(declared) is None
 
 
 def test_a_second_handler_with_the_same_actor_name_gets_an_error(scratch: Any) -> None:
@@ -274,16 +276,16 @@ def test_a_second_handler_with_the_same_actor_name_gets_an_error(scratch: Any) -
 
     # Then the first keeps the actor and the second is refused
     assert scratch(first).error is None
-    assert registry.broker.actors["tests.same_name"].messenger_handler is scratch(first)
+    assert binding.broker.actors["tests.same_name"].messenger_handler is scratch(first)
     assert "already taken" in scratch(second).error
-    assert scratch(second).actor is None
-    assert registry.handler_named("tests.same_name") is scratch(first)
+    assert binding.actor_of(scratch(second)) is None
+    assert locator.handler_named("tests.same_name") is scratch(first)
 
 
 def test_an_actor_name_taken_by_a_plain_dramatiq_actor_is_an_error(scratch: Any) -> None:
     import dramatiq
 
-    dramatiq.actor(lambda: None, broker=registry.broker, actor_name="tests.plain_actor")
+    dramatiq.actor(lambda: None, broker=binding.broker, actor_name="tests.plain_actor")
 
     @handler(actor_name="tests.plain_actor")
     def on_order(message: Order) -> None: ...
@@ -301,9 +303,9 @@ def test_a_handler_whose_actor_could_not_be_declared_is_not_dispatched_to(scratc
 
     # Then its type has no handler to dispatch to (the system checks report it)
     assert scratch(second).error is not None
-    assert not registry.has_handlers(Refund)
+    assert not locator.has_handlers(Refund)
     with pytest.raises(NoHandlerForMessage):
-        registry.handlers_for(Refund)
+        locator.handlers_for(Refund)
 
 
 def test_a_refused_handler_leaves_the_other_handlers_of_its_type(scratch: Any) -> None:
@@ -316,7 +318,7 @@ def test_a_refused_handler_leaves_the_other_handlers_of_its_type(scratch: Any) -
 
     # Then only the good one is dispatched to
     assert scratch(refused).error is not None
-    assert registry.handlers_for(Order) == (scratch(good),)
+    assert locator.handlers_for(Order) == (scratch(good),)
 
 
 # -- actor options ------------------------------------------------------------------
@@ -326,19 +328,19 @@ def test_actor_options_pass_through_to_dramatiq(scratch: Any) -> None:
     @handler(queue_name="mail", max_retries=5, priority=10, time_limit=60_000)
     def on_order(message: Order) -> None: ...
 
-    actor = scratch(on_order).actor
+    actor = binding.actor_of(scratch(on_order))
     assert actor.queue_name == "mail"
     assert actor.priority == 10
     assert actor.options["max_retries"] == 5
     assert actor.options["time_limit"] == 60_000
-    assert "mail" in registry.broker.queues
+    assert "mail" in binding.broker.queues
 
 
 def test_messenger_retry_defaults_replace_dramatiqs(scratch: Any) -> None:
     @handler
     def on_order(message: Order) -> None: ...
 
-    actor = scratch(on_order).actor
+    actor = binding.actor_of(scratch(on_order))
     assert DEFAULT_ACTOR_OPTIONS == {"max_retries": 3, "min_backoff": 1_000, "max_backoff": 300_000}
     assert actor.options["max_retries"] == 3
     assert actor.options["min_backoff"] == 1_000
@@ -350,7 +352,7 @@ def test_user_retry_options_win_over_the_defaults(scratch: Any) -> None:
     @handler(max_retries=0, max_backoff=10)
     def on_order(message: Order) -> None: ...
 
-    actor = scratch(on_order).actor
+    actor = binding.actor_of(scratch(on_order))
     assert actor.options["max_retries"] == 0
     assert actor.options["max_backoff"] == 10
     assert actor.options["min_backoff"] == 1_000
@@ -360,7 +362,7 @@ def test_throws_always_includes_decoding_failures(scratch: Any) -> None:
     @handler
     def on_order(message: Order) -> None: ...
 
-    assert scratch(on_order).actor.options["throws"] == (MessageDecodingFailed,)
+    assert binding.actor_of(scratch(on_order)).options["throws"] == (MessageDecodingFailed,)
 
 
 @pytest.mark.parametrize(
@@ -377,7 +379,7 @@ def test_throws_keeps_the_users_errors(scratch: Any, throws: Any, expected: tupl
     @handler(throws=throws)
     def on_order(message: Order) -> None: ...
 
-    assert scratch(on_order).actor.options["throws"] == expected
+    assert binding.actor_of(scratch(on_order)).options["throws"] == expected
 
 
 def test_a_handler_without_queue_name_uses_its_transports_queue(scratch: Any, settings: Any) -> None:
@@ -387,19 +389,19 @@ def test_a_handler_without_queue_name_uses_its_transports_queue(scratch: Any, se
     @handler
     def on_order(message: Order) -> None: ...
 
-    assert scratch(on_order).actor.queue_name == "messenger"
+    assert binding.actor_of(scratch(on_order)).queue_name == "messenger"
 
 
 def test_a_handler_routed_to_another_transport_uses_that_queue(scratch: Any, settings: Any) -> None:
     settings.MESSENGER = {
-        "ROUTING": {"tests.test_registry.Order": "bulk"},
+        "ROUTING": {"tests.test_locator.Order": "bulk"},
         "TRANSPORTS": {"bulk": {"queue_name": "bulk_queue"}},
     }
 
     @handler
     def on_order(message: Order) -> None: ...
 
-    assert scratch(on_order).actor.queue_name == "bulk_queue"
+    assert binding.actor_of(scratch(on_order)).queue_name == "bulk_queue"
 
 
 def test_a_handler_routed_to_sync_still_gets_the_async_queue(scratch: Any, settings: Any) -> None:
@@ -408,33 +410,33 @@ def test_a_handler_routed_to_sync_still_gets_the_async_queue(scratch: Any, setti
     @handler
     def on_order(message: Order) -> None: ...
 
-    assert scratch(on_order).actor.queue_name == "fallback"
+    assert binding.actor_of(scratch(on_order)).queue_name == "fallback"
 
 
 def test_the_test_apps_handler_options_reached_its_actor() -> None:
-    [everything_handler] = registry.handlers_for(Everything)
+    [everything_handler] = locator.handlers_for(Everything)
 
-    assert everything_handler.actor.queue_name == "other"
+    assert binding.actor_of(everything_handler).queue_name == "other"
 
 
 # -- lookups ----------------------------------------------------------------------
 
 
 def test_fan_out_handlers_are_returned_in_registration_order() -> None:
-    names = [h.fn.__name__ for h in registry.handlers_for(Shout)]
+    names = [h.fn.__name__ for h in locator.handlers_for(Shout)]
 
     assert names == ["shout_one", "shout_two"]
 
 
 def test_handlers_for_an_unknown_type_raises_naming_it() -> None:
-    with pytest.raises(NoHandlerForMessage, match=r"tests\.test_registry\.Refund"):
-        registry.handlers_for(Refund)
-    assert registry.has_handlers(Refund) is False
+    with pytest.raises(NoHandlerForMessage, match=r"tests\.test_locator\.Refund"):
+        locator.handlers_for(Refund)
+    assert locator.has_handlers(Refund) is False
 
 
 def test_name_of_an_unregistered_type_raises() -> None:
     with pytest.raises(NoHandlerForMessage, match="not a registered message type"):
-        registry.name_of(Refund)
+        message_types.name_of(Refund)
 
 
 def test_unregister_forgets_the_handler(scratch: Any) -> None:
@@ -442,11 +444,11 @@ def test_unregister_forgets_the_handler(scratch: Any) -> None:
     def on_order(message: Order) -> None: ...
 
     declared = scratch(on_order)
-    registry.unregister(declared)
+    locator.unregister(declared)
 
-    assert declared not in registry.handlers
-    assert not registry.has_handlers(Order)
-    assert registry.handler_named(declared.actor_name) is None
+    assert declared not in locator.handlers
+    assert not locator.has_handlers(Order)
+    assert locator.handler_named(declared.actor_name) is None
 
 
 def test_unregister_keeps_the_other_handlers_of_the_type(scratch: Any) -> None:
@@ -456,21 +458,21 @@ def test_unregister_keeps_the_other_handlers_of_the_type(scratch: Any) -> None:
     @handler
     def second(message: Order) -> None: ...
 
-    registry.unregister(scratch(first))
+    locator.unregister(scratch(first))
 
-    assert registry.handlers_for(Order) == (scratch(second),)
+    assert locator.handlers_for(Order) == (scratch(second),)
 
 
 def test_handler_named_finds_a_handler_by_actor_name() -> None:
-    found = registry.handler_named("tests.testapp.handlers.handle")
+    found = locator.handler_named("tests.testapp.handlers.handle")
 
     assert found is not None
     assert found.fn is testapp_handlers.handle
-    assert registry.handler_named("no.such.actor") is None
+    assert locator.handler_named("no.such.actor") is None
 
 
 def test_message_types_lists_the_handled_types() -> None:
-    types = set(registry.message_types())
+    types = set(locator.message_types())
 
     assert {Ping, Everything, Shout, PlainGreeting, Article} <= types
     assert Address not in types
@@ -485,20 +487,20 @@ def test_resolve_never_imports(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib, "import_module", refuse)
 
     # Then registered names resolve, and importable-but-unregistered ones do not
-    assert registry.resolve("testapp.Ping") is Ping
+    assert message_types.resolve("testapp.Ping") is Ping
     for name in ["tests.testapp.messages.Ping", "os.system", "builtins.eval", "json.loads", ""]:
         with pytest.raises(UnknownMessageType, match="Unknown message type"):
-            registry.resolve(name)
+            message_types.resolve(name)
 
 
 @pytest.mark.parametrize("name", [None, 1, ["testapp.Ping"], {"a": 1}])
 def test_resolve_of_a_non_string_raises_unknown_type(name: Any) -> None:
     with pytest.raises(UnknownMessageType):
-        registry.resolve(name)
+        message_types.resolve(name)
 
 
 def test_handler_repr_names_the_actor() -> None:
-    [ping_handler] = registry.handlers_for(Ping)
+    [ping_handler] = locator.handlers_for(Ping)
 
     assert repr(ping_handler) == "<Handler tests.testapp.handlers.handle>"
     assert ping_handler.name == ping_handler.actor_name

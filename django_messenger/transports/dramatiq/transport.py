@@ -4,51 +4,35 @@ A message type with one handler is published straight to that handler's actor. W
 several handlers the envelope is published once, to the transport's *fan-out actor*,
 which in the worker sends it on to each handler's actor, so that each handler is
 retried on its own and the request path makes one publish however many handlers
-there are.
+there are. Which actor that is, the binding says (:mod:`.binding`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
-from dramatiq import Message
 from dramatiq.common import current_millis
 
-from ..delays import first_hop, hop_milliseconds
-from ..encoding import decode_envelope, encode_envelope
-from ..envelope import Envelope
-from ..exceptions import BrokerUnavailable, MessageDecodingFailed, MessageNotDeliverable, MessengerError
-from ..limits import check_envelope_size
-from ..registry import Handler
-from ..sending import publish
-from ..stamps import DelayStamp, SentStamp
-from .base import Transport
+from ...delays import first_hop, hop_milliseconds
+from ...encoding import decode_envelope, encode_envelope
+from ...envelope import Envelope
+from ...exceptions import BrokerUnavailable, MessageDecodingFailed, MessageNotDeliverable
+from ...limits import check_envelope_size
+from ...sending import publish
+from ...stamps import DelayStamp, SentStamp
+from ..base import Transport
+from .binding import binding
 
 logger = logging.getLogger("django_messenger")
 
 
 class DramatiqTransport(Transport):
-    """Sends envelopes to Dramatiq; ``queue_name`` is its handlers' default queue."""
+    """Sends envelopes to Dramatiq; ``queue_name`` is its handlers' default queue (the binding's choice)."""
 
-    def __init__(self, name: str, queue_name: str) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.queue_name = queue_name
-
-    def actor_for(self, handlers: Sequence[Handler]) -> Any:
-        if len(handlers) == 1:
-            actor = handlers[0].actor
-        else:
-            from ..actors import fanout_actor
-
-            actor = fanout_actor(self.queue_name)
-        if actor is None:
-            raise MessengerError(
-                f"{handlers[0]!r} has no Dramatiq actor yet: is 'django_messenger' in INSTALLED_APPS "
-                f"and did the app registry finish loading?"
-            )
-        return actor
+        self.queue_name = binding.transport_queue(name)
 
     def encode(self, envelope: Envelope) -> dict[str, Any]:
         """``envelope`` encoded, measured and decoded as a worker will (limits.py, encoding.py).
@@ -69,28 +53,23 @@ class DramatiqTransport(Transport):
     def check(self, envelope: Envelope) -> None:
         self.encode(envelope)
 
-    def send(self, envelope: Envelope, handlers: Sequence[Handler]) -> Envelope:
+    def send(self, envelope: Envelope) -> Envelope:
         """Publish ``envelope`` once.
 
         Raises:
+          NoHandlerForMessage: the message's type has no handler; nothing was sent.
           MessageTooLarge: a worker would refuse the encoded envelope; nothing was sent.
           MessageNotDeliverable: a worker would refuse it as poison (decoding fails); nothing was sent.
           BrokerUnavailable: the broker did not confirm it (``exc.envelope`` is ``envelope``).
         """
-        actor = self.actor_for(handlers)
+        actor = binding.target(type(envelope.message), self.name)
         payload = self.encode(envelope)
         stamp = envelope.last(DelayStamp)
         delay: int | None = None
         options: dict[str, Any] = {}
         if stamp is not None:  # a long delay waits one hop first (see django_messenger.delays)
             delay, options = first_hop(stamp.milliseconds, hop=hop_milliseconds(), now=current_millis())
-        message: Message[Any] = Message(
-            queue_name=actor.queue_name,
-            actor_name=actor.actor_name,
-            args=(payload,),
-            kwargs={},
-            options=options,
-        )
+        message = actor.message_with_options(args=(payload,), **options)
         try:
             publish(actor.broker, message, delay=delay)
         except BrokerUnavailable as exc:

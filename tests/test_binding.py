@@ -8,10 +8,10 @@ import dramatiq
 import pytest
 
 from django_messenger import Envelope, MessageDecodingFailed, bus, handler
-from django_messenger.actors import FANOUT_PREFIX, fanout_actor
 from django_messenger.encoding import encode_envelope
-from django_messenger.registry import DEFAULT_ACTOR_OPTIONS, registry
+from django_messenger.locator import locator
 from django_messenger.stamps import OperationStamp, ReceivedStamp, SentStamp
+from django_messenger.transports.dramatiq.binding import DEFAULT_ACTOR_OPTIONS, FANOUT_PREFIX, binding
 from tests.conftest import queued
 from tests.testapp import handlers as testapp_handlers
 from tests.testapp.messages import Address, Ping, PlainGreeting, Shout
@@ -43,8 +43,8 @@ def run_worker(broker: Any) -> Callable[[], None]:
 
 
 def actor_of(message_type: type) -> Any:
-    [only] = registry.handlers_for(message_type)
-    return only.actor
+    [only] = locator.handlers_for(message_type)
+    return binding.actor_of(only)
 
 
 def payload_of(message: Any, *stamps: Any) -> dict[str, Any]:
@@ -79,9 +79,9 @@ def test_the_actor_decodes_and_calls_the_handler_with_a_received_stamp(
 
 def test_the_actor_goes_to_the_handlers_queue(broker: Any) -> None:
     # The test app's Everything handler declares queue_name="other"
-    [everything] = [h for h in registry.handlers if h.fn is testapp_handlers.handle_everything]
+    [everything] = [h for h in locator.handlers if h.fn is testapp_handlers.handle_everything]
 
-    assert everything.actor.queue_name == "other"
+    assert binding.actor_of(everything).queue_name == "other"
     assert actor_of(PlainGreeting).queue_name == "default"
 
 
@@ -227,7 +227,7 @@ def test_an_envelope_under_max_message_size_is_handled(
 
 
 def test_each_transport_queue_has_a_fan_out_actor() -> None:
-    actor = fanout_actor("default")
+    actor = binding.fanout_actor("default")
 
     assert actor is not None
     assert actor.actor_name == FANOUT_PREFIX + "default"
@@ -241,7 +241,7 @@ def test_a_fan_out_sends_the_payload_on_to_each_handlers_actor(broker: Any) -> N
     payload = payload_of(Shout("all"))
 
     # When the fan-out runs (directly, without a worker)
-    fanout_actor("default")(payload)
+    binding.fanout_actor("default")(payload)
 
     # Then one message per handler is queued, each carrying the same payload
     messages = queued(broker)
@@ -256,7 +256,7 @@ def test_a_fan_out_over_max_message_size_sends_nothing_on(broker: Any, settings:
     settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 1024}
 
     with pytest.raises(MessageDecodingFailed, match="MAX_MESSAGE_SIZE"):
-        fanout_actor("default")(payload_of(Shout("x" * 2048)))
+        binding.fanout_actor("default")(payload_of(Shout("x" * 2048)))
 
     assert queued(broker) == []
 
@@ -282,7 +282,7 @@ def test_a_fan_out_of_an_unhandled_type_is_dead_lettered(
     broker: Any, run_worker: Callable[[], None], payload: Any
 ) -> None:
     # Given a payload on the fan-out actor that no handler of this worker takes
-    fanout_actor("default").send(payload)  # type: ignore[union-attr]
+    binding.fanout_actor("default").send(payload)  # type: ignore[union-attr]
 
     # When a worker processes it
     run_worker()
