@@ -9,8 +9,6 @@ One run compares, on gunicorn (2 workers; ``sync``, then ``gthread`` with 8 thre
   (d) messenger  ``MessengerViewSet`` with confirms (messenger's default)
   (e) messenger  confirms off (broker and ``MESSENGER["CONFIRM_DELIVERY"]``)
   (f) celery     ``.delay()`` (no confirms: Celery's default); skipped without celery
-  (g) messenger  confirms, the per-thread publisher, on gthread only: side by side with (d),
-                 which uses the pipelined publisher there
 
 Each broker configuration is its own gunicorn (``BENCH_CONFIRM=1`` or ``0``), all started
 once and kept running; the variants are measured in interleaved rounds (the order rotates
@@ -61,7 +59,6 @@ class Variant:
     confirm: bool
     path: str
     queue: str | None  # the queue it fills, suffix-less (see settings.py), or None
-    publisher: str | None = None  # MESSENGER["PUBLISHER"]; None: the worker class's default
 
 
 VARIANTS = [
@@ -71,20 +68,7 @@ VARIANTS = [
     Variant("d", "messenger, confirms (default)", True, "/messenger/", "messenger-c"),
     Variant("e", "messenger, no confirms", False, "/messenger/", "messenger-n"),
     Variant("f", "celery .delay()", True, "/celery/", "celery"),
-    Variant("g", "messenger, confirms, per-thread", True, "/messenger/", "messenger-c", "per-thread"),
 ]
-
-
-def publisher_of(variant: Variant, worker_class: str) -> str:
-    """Threaded servers use messenger's pipelined publisher (issue 4, item 3) unless the variant says."""
-    if variant.publisher is not None:
-        return variant.publisher
-    return "pipelined" if worker_class == "gthread" else "per-thread"
-
-
-def runs_on(variant: Variant, worker_class: str) -> bool:
-    """(g) compares publishers on a threaded server; on sync it would be (d) again."""
-    return variant.key != "g" or worker_class == "gthread"
 
 
 @dataclass
@@ -126,7 +110,7 @@ def main() -> None:
     parser.add_argument("--worker-classes", default="sync,gthread", help="gunicorn worker classes to compare")
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--gthread-threads", type=int, default=8)
-    parser.add_argument("--variants", default="abcdefg", help="which variants to run (letters)")
+    parser.add_argument("--variants", default="abcdef", help="which variants to run (letters)")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 s, 1 round, sync workers, no warm-up"
     )
@@ -156,32 +140,24 @@ def main() -> None:
     results: dict[tuple[str, str], list[float]] = defaultdict(list)
     errors: dict[tuple[str, str], int] = defaultdict(int)
     try:
-        servers: dict[tuple[str, bool, str], str] = {}
+        servers: dict[tuple[str, bool], str] = {}
         for worker_class in classes:
-            wanted = [v for v in variants if runs_on(v, worker_class)]
-            configs = {(v.confirm, publisher_of(v, worker_class)) for v in wanted}
-            for confirm, publisher in sorted(configs):
-                env = bench_env(prefix, BENCH_CONFIRM="1" if confirm else "0", BENCH_PUBLISHER=publisher)
+            for confirm in sorted({v.confirm for v in variants}):
+                env = bench_env(prefix, BENCH_CONFIRM="1" if confirm else "0")
                 _, url = start_gunicorn(
-                    f"gunicorn-{worker_class}-{'c' if confirm else 'n'}-{publisher}",
+                    f"gunicorn-{worker_class}-{'c' if confirm else 'n'}",
                     env,
                     worker_class=worker_class,
                     workers=args.gunicorn_workers,
                     threads=args.gthread_threads,
                 )
-                servers[worker_class, confirm, publisher] = url
-
-        def url_of(v: Variant, worker_class: str) -> str:
-            return servers[worker_class, v.confirm, publisher_of(v, worker_class)] + v.path
-
+                servers[worker_class, confirm] = url
         # Warm-up: every worker process imports, connects and declares its queues.
         for worker_class in classes if not args.quick else []:
             for v in variants:
-                if not runs_on(v, worker_class):
-                    continue
                 run_wrk(
                     wrk,
-                    url_of(v, worker_class),
+                    servers[worker_class, v.confirm] + v.path,
                     duration=1,
                     threads=args.threads,
                     connections=args.connections,
@@ -191,11 +167,9 @@ def main() -> None:
             for worker_class in classes:
                 shift = round_index % len(variants)
                 for v in variants[shift:] + variants[:shift]:
-                    if not runs_on(v, worker_class):
-                        continue
                     result = run_wrk(
                         wrk,
-                        url_of(v, worker_class),
+                        servers[worker_class, v.confirm] + v.path,
                         duration=args.duration,
                         threads=args.threads,
                         connections=args.connections,
@@ -214,8 +188,6 @@ def main() -> None:
         rows = []
         for v in variants:
             values = results[worker_class, v.key]
-            if not values:
-                continue
             vs_bare = f"{median(values) / median(bare):.2f}x" if bare else "-"
             rows.append(
                 [
@@ -248,11 +220,10 @@ def main() -> None:
             ("e", "a", None, "messenger unconfirmed / bare"),
         ],
         "gthread": [
-            ("d", "c", 0.9, "messenger confirmed / dramatiq UNconfirmed (pipelined confirms)"),
+            ("d", "c", 0.9, "messenger confirmed / dramatiq UNconfirmed"),
             ("d", "b", None, "messenger confirmed / dramatiq confirmed"),
             ("e", "c", None, "messenger unconfirmed / dramatiq unconfirmed"),
             ("b", "c", None, "dramatiq confirmed / dramatiq unconfirmed"),
-            ("d", "g", 1.3, "messenger confirmed: pipelined / per-thread publisher (issue 8)"),
         ],
     }
     rows = []

@@ -20,8 +20,8 @@ from .exceptions import MessageDecodingFailed
 from .execution import call_handler
 from .limits import check_envelope_size
 from .middleware import current_message
+from .publishing import publish
 from .registry import DEFAULT_ACTOR_OPTIONS, Handler, registry
-from .sending import publish
 from .stamps import ReceivedStamp
 
 logger = logging.getLogger("django_messenger")

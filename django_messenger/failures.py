@@ -33,8 +33,8 @@ from .actors import FANOUT_PREFIX
 from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
 from .middleware import ERROR, FIRST_FAILED_AT, TRACEBACK, TRIES
 from .models import FailedMessage
+from .publishing import publish
 from .registry import registry
-from .sending import publish
 
 logger = logging.getLogger("django_messenger")
 

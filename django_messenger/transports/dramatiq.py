@@ -21,8 +21,8 @@ from ..encoding import decode_envelope, encode_envelope
 from ..envelope import Envelope
 from ..exceptions import BrokerUnavailable, MessageDecodingFailed, MessageNotDeliverable, MessengerError
 from ..limits import check_envelope_size
+from ..publishing import publish
 from ..registry import Handler
-from ..sending import publish
 from ..stamps import DelayStamp, SentStamp
 from .base import Transport
 
