@@ -143,9 +143,7 @@ def main() -> None:
         servers: dict[tuple[str, bool], str] = {}
         for worker_class in classes:
             for confirm in sorted({v.confirm for v in variants}):
-                # Threaded servers use messenger's pipelined publisher (issue 4, item 3).
-                publisher = "pipelined" if worker_class == "gthread" else "per-thread"
-                env = bench_env(prefix, BENCH_CONFIRM="1" if confirm else "0", BENCH_PUBLISHER=publisher)
+                env = bench_env(prefix, BENCH_CONFIRM="1" if confirm else "0")
                 _, url = start_gunicorn(
                     f"gunicorn-{worker_class}-{'c' if confirm else 'n'}",
                     env,
@@ -222,7 +220,7 @@ def main() -> None:
             ("e", "a", None, "messenger unconfirmed / bare"),
         ],
         "gthread": [
-            ("d", "c", 0.9, "messenger confirmed / dramatiq UNconfirmed (pipelined confirms)"),
+            ("d", "c", 0.9, "messenger confirmed / dramatiq UNconfirmed"),
             ("d", "b", None, "messenger confirmed / dramatiq confirmed"),
             ("e", "c", None, "messenger unconfirmed / dramatiq unconfirmed"),
             ("b", "c", None, "dramatiq confirmed / dramatiq unconfirmed"),

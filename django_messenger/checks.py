@@ -9,6 +9,7 @@ from typing import Any
 
 import dramatiq
 from django.apps import AppConfig, apps
+from django.conf import settings
 from django.core import checks
 from django.urls import URLPattern, URLResolver, get_resolver
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -143,14 +144,15 @@ def _connection_warnings(broker: Any) -> list[checks.CheckMessage]:
 def check_routing(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E005 routing to a transport that does not exist; E009 an unknown PUBLISHER."""
+    """E005 routing to a transport that does not exist; E009 the removed PUBLISHER key."""
     known = {SYNC_TRANSPORT, *messenger_settings.TRANSPORTS}
     errors: list[checks.CheckMessage] = []
-    if messenger_settings.PUBLISHER not in {"per-thread", "pipelined"}:
+    if "PUBLISHER" in (getattr(settings, "MESSENGER", None) or {}):
         errors.append(
             checks.Error(
-                f"MESSENGER['PUBLISHER'] is {messenger_settings.PUBLISHER!r}.",
-                hint="Use 'per-thread' (the default) or 'pipelined' (for threaded servers such as gthread).",
+                "MESSENGER['PUBLISHER'] is no longer a setting: every RabbitMQ send uses a connection "
+                "per thread (the pipelined publisher was removed).",
+                hint="Remove the 'PUBLISHER' key from MESSENGER.",
                 obj="MESSENGER",
                 id="django_messenger.E009",
             )

@@ -30,10 +30,6 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_AFTER": 5,
     # Largest encoded envelope, in bytes, a worker accepts from the wire.
     "MAX_MESSAGE_SIZE": 1024 * 1024,
-    # How RabbitMQ sends wait for their confirms: "per-thread" (a connection per thread, each
-    # send waits for its own confirm) or "pipelined" (one I/O thread per process whose
-    # connection carries the sends of every thread, so concurrent requests share the wait).
-    "PUBLISHER": "per-thread",
     # Stamp each write's envelope with the id of the authenticated user (UserStamp).
     "USER_STAMP": False,
     # Seconds of the longest single delay handed to the broker: a longer delay travels in hops
@@ -85,10 +81,6 @@ class MessengerSettings:
     @property
     def MAX_MESSAGE_SIZE(self) -> int:  # noqa: N802
         return int(self._get("MAX_MESSAGE_SIZE"))
-
-    @property
-    def PUBLISHER(self) -> str:  # noqa: N802
-        return str(self._get("PUBLISHER"))
 
     @property
     def USER_STAMP(self) -> bool:  # noqa: N802

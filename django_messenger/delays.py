@@ -26,7 +26,7 @@ from dramatiq.middleware import SkipMessage
 
 from .conf import messenger_settings
 from .exceptions import BrokerUnavailable
-from .sending import publish
+from .publishing import publish
 
 logger = logging.getLogger("django_messenger")
 

@@ -33,7 +33,7 @@ from .delays import ETA, first_hop, hop_milliseconds
 from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
 from .locator import locator
 from .models import FailedMessage
-from .sending import publish
+from .publishing import publish
 from .transports.dramatiq.binding import FANOUT_PREFIX, binding
 
 logger = logging.getLogger("django_messenger")

@@ -1,9 +1,9 @@
 """Helpers of the publisher tests: the unit tests (no RabbitMQ) and the fault tests (a real one).
 
-ConfirmingPublisher (tests/test_publishing.py, tests/integration/test_publishing_faults.py) and
-PipelinedPublisher (tests/test_pipelining.py, tests/integration/test_pipelining_faults.py) are
-held to the same contract: where a test is the same for both, its body is a ``check_…``
-function here, which the test of each calls as ``amqp.check_…``.
+ConfirmingPublisher is tested in tests/test_publishing.py and
+tests/integration/test_publishing_faults.py; the body of a test that another way of waiting
+for confirms would have to pass too is a ``check_…`` function here, which the test calls as
+``amqp.check_…``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dramatiq.common import current_millis, dq_name, xq_name
 from dramatiq.middleware import Middleware
 
 from django_messenger.exceptions import BrokerUnavailable
-from django_messenger.publishing import ConfirmingPublisher
+from django_messenger.publishing.rabbitmq import ConfirmingPublisher
 from tests.faultproxy import FaultProxy
 
 RABBITMQ = ("127.0.0.1", 5672)

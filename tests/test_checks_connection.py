@@ -39,9 +39,22 @@ def test_both_set_is_quiet(rabbitmq_broker):
     assert ids() == set()
 
 
-def test_an_unknown_publisher_is_e009(settings):
+@pytest.mark.parametrize("publisher", ["pipelined", "per-thread", "carrier-pigeon"])
+def test_the_removed_publisher_key_is_e009_whatever_its_value(settings, publisher):
     from django_messenger.checks import check_routing
 
-    settings.MESSENGER = {**settings.MESSENGER, "PUBLISHER": "carrier-pigeon"}
+    # Given a MESSENGER setting that still names the removed PUBLISHER key
+    settings.MESSENGER = {**settings.MESSENGER, "PUBLISHER": publisher}
 
-    assert [message.id for message in check_routing()] == ["django_messenger.E009"]
+    # When the checks run, Then E009 says to remove it
+    [error] = check_routing()
+    assert error.id == "django_messenger.E009"
+    assert "PUBLISHER" in error.msg and "Remove" in (error.hint or "")
+
+
+def test_no_publisher_key_is_no_e009(settings):
+    from django_messenger.checks import check_routing
+
+    settings.MESSENGER = {key: value for key, value in settings.MESSENGER.items() if key != "PUBLISHER"}
+
+    assert check_routing() == []

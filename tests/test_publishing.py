@@ -5,20 +5,26 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pika
 import pytest
+from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
 from pika.adapters.blocking_connection import BlockingConnection
 from pika.adapters.select_connection import SelectConnection
 
+from django_messenger.exceptions import BrokerUnavailable
 from django_messenger.publishing import (
     ConfirmingPublisher,
-    _Session,
     bounded_parameters,
     clear_publishers,
     get_publisher,
+    publish,
 )
+from django_messenger.publishing.rabbitmq import _Session
 from tests import amqp
 from tests.amqp import (
     a_broker_on_a_closed_port,
@@ -49,6 +55,61 @@ def connect(proxy: FaultProxy) -> socket.socket:
 def echo(sock: socket.socket, data: bytes = b"ping") -> bytes:
     sock.sendall(data)
     return sock.recv(65536)
+
+
+# --- publish(): which way each broker is published to ---------------------------------------------
+
+
+class _RefusingBroker(StubBroker):
+    """A non-RabbitMQ broker whose client fails, naming its host as clients do."""
+
+    def enqueue(self, message: Any, *, delay: int | None = None) -> Any:
+        raise ConnectionError("Error 111 connecting to 10.9.8.7:6379. Connection refused.")
+
+
+def test_publish_hands_a_message_to_a_non_rabbitmq_brokers_own_enqueue() -> None:
+    # Given a broker that is not RabbitMQ
+    broker = StubBroker(middleware=[])
+    broker.declare_queue("unit")
+    # When a message is published, now and with a delay
+    sent = publish(broker, a_message("unit"))
+    delayed = publish(broker, a_message("unit"), delay=60_000)
+    # Then the broker's own enqueue queued them, the delayed one on the delay queue with an eta
+    [queued] = [Message.decode(body) for body in broker.queues["unit"].queue]
+    [queued_later] = [Message.decode(body) for body in broker.queues[dq_name("unit")].queue]
+    assert queued.message_id == sent.message_id
+    assert queued_later.message_id == delayed.message_id
+    assert queued_later.options["eta"] > 0
+
+
+def test_a_failing_enqueue_is_broker_unavailable_chained_to_its_cause() -> None:
+    # Given a non-RabbitMQ broker whose client cannot reach its server
+    broker = _RefusingBroker(middleware=[])
+    broker.declare_queue("unit")
+    # When a message is published
+    with pytest.raises(BrokerUnavailable) as raised:
+        publish(broker, a_message("unit"))
+    # Then the reason (for the log) says what happened, chained to the client's error
+    assert "10.9.8.7:6379" in raised.value.reason
+    assert isinstance(raised.value.__cause__, ConnectionError)
+    # And what a client sees names neither the host nor the exception
+    detail = str(raised.value.detail)
+    assert "10.9.8.7" not in detail and "ConnectionError" not in detail
+    assert "Retry" in detail
+
+
+def test_publish_bounds_a_rabbitmq_send_by_publish_timeout(settings: Any) -> None:
+    # Given a RabbitMQ broker on a port where nothing listens, and a short PUBLISH_TIMEOUT
+    settings.MESSENGER = {**settings.MESSENGER, "PUBLISH_TIMEOUT": TIMEOUT}
+    broker = a_broker_on_a_closed_port()
+    try:
+        # When a message is published, Then messenger's bounded publisher fails it in time
+        # (Dramatiq's enqueue would retry six times, reconnecting each time)
+        with fails_in_time(TIMEOUT) as raised:
+            publish(broker, a_message())
+        assert "Could not connect to RabbitMQ" in raised.value.reason
+    finally:
+        clear_publishers()
 
 
 # --- the proxy ------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@
   leaves ``MESSENGER["CONFIRM_DELIVERY"]`` on; ``0`` turns both off (at-most-once).
 - ``BENCH_MESSENGER``: ``0`` leaves django_messenger out of INSTALLED_APPS: a plain
   django-dramatiq project (the worker benchmark's RSS baseline).
-- ``BENCH_PUBLISHER``: messenger's ``MESSENGER["PUBLISHER"]`` (``per-thread`` by default;
-  the HTTP benchmark sets ``pipelined`` for its gthread servers, as a threaded deployment would).
 - ``BENCH_E2E_UDP_PORT``: where the end-to-end handlers report when they started.
 
 Every side uses the same broker URL, options and Dramatiq middleware list; Django's own
@@ -79,7 +77,6 @@ MESSENGER = {
     "DEFAULT_TRANSPORT": "async",
     "TRANSPORTS": {"async": {"queue_name": MESSENGER_QUEUE}},
     "CONFIRM_DELIVERY": CONFIRM,
-    "PUBLISHER": os.environ.get("BENCH_PUBLISHER", "per-thread"),
 }
 
 LOGGING = {

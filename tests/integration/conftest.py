@@ -107,7 +107,7 @@ def server(process_env: dict[str, str], log_dir: Path) -> Iterator[str]:
     process.stop()
 
 
-# --- the publisher fault tests (test_publishing_faults.py, test_pipelining_faults.py) -------------
+# --- the publisher fault tests (test_publishing_faults.py) -----------------------------------------
 
 
 @pytest.fixture

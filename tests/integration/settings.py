@@ -25,7 +25,6 @@ MESSENGER = {
     "DEFAULT_TRANSPORT": "async",
     "TRANSPORTS": {"async": {"queue_name": os.environ["MESSENGER_QUEUE"]}},
     "PUBLISH_TIMEOUT": float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")),
-    "PUBLISHER": os.environ.get("MESSENGER_PUBLISHER", "per-thread"),
     "DELAY_HOP": float(os.environ.get("MESSENGER_DELAY_HOP", "600")),
 }
 LOGGING = {

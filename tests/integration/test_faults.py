@@ -1,8 +1,7 @@
 """Broker faults at the HTTP edge: a real server whose broker connection runs through a
 fault-injecting TCP proxy. Under each fault a write is a 503 within PUBLISH_TIMEOUT plus a
 margin (never a 202, never a hang); once the broker is back, writes are 202 again with no
-restart; every 202 message is handled. The server runs with ATOMIC_REQUESTS = True, once
-with each publisher (a connection per thread, and the pipelined one).
+restart; every 202 message is handled. The server runs with ATOMIC_REQUESTS = True.
 """
 
 from __future__ import annotations
@@ -36,12 +35,11 @@ def proxy(rabbitmq: str) -> Iterator[FaultProxy]:
 _server_processes: dict[str, Process] = {}
 
 
-@pytest.fixture(scope="module", params=["per-thread", "pipelined"])
-def proxied_server(request, proxy, process_env, log_dir) -> Iterator[str]:
-    """A gthread server (2 threads) sending through ``proxy``, with each kind of publisher."""
+@pytest.fixture(scope="module")
+def proxied_server(proxy, process_env, log_dir) -> Iterator[str]:
+    """A gthread server (2 threads) sending through ``proxy``."""
     env = {
         **process_env,
-        "MESSENGER_PUBLISHER": request.param,
         "MESSENGER_BROKER_URL": proxy.url().rsplit("/", 1)[0],
         "MESSENGER_PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT),
         "MESSENGER_ATOMIC_REQUESTS": "1",

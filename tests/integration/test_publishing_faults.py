@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from django_messenger.publishing import ConfirmingPublisher
+from django_messenger.publishing.rabbitmq import ConfirmingPublisher
 from tests import amqp
 from tests.amqp import (
     a_message,

@@ -31,8 +31,8 @@ from ...exceptions import MessageDecodingFailed, MessengerError
 from ...limits import check_envelope_size
 from ...locator import Handler, handler_registered, locator
 from ...message_types import message_types
+from ...publishing import publish
 from ...routing import transport_name_for
-from ...sending import publish
 from ...stamps import ReceivedStamp
 
 logger = logging.getLogger("django_messenger")

@@ -19,7 +19,7 @@ from ...encoding import decode_envelope, encode_envelope
 from ...envelope import Envelope
 from ...exceptions import BrokerUnavailable, MessageDecodingFailed, MessageNotDeliverable
 from ...limits import check_envelope_size
-from ...sending import publish
+from ...publishing import publish
 from ...stamps import DelayStamp, SentStamp
 from ..base import Transport
 from .binding import binding

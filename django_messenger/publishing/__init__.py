@@ -1,0 +1,48 @@
+"""Publishing: handing a Dramatiq message to its broker, bounded, and failing loudly.
+
+:func:`publish` is the one way messenger sends (the transport, fan-out, delay hops, held
+failures, ``messenger_failed retry``). How it waits for the broker depends on the broker:
+
+* **RabbitMQ** (``RabbitmqBroker``): :class:`~.rabbitmq.ConfirmingPublisher`, a connection
+  per thread, waits for the broker's confirm for at most ``MESSENGER["PUBLISH_TIMEOUT"]``
+  seconds (connecting, declaring the queues and publishing included). Dramatiq's own
+  ``enqueue`` would wait for that confirm with no deadline.
+* **Any other broker** (Redis, the ``StubBroker`` of tests…): the broker's own ``enqueue``,
+  which returns once its client says the broker took the message. Its wait is bounded by
+  that client's own timeouts (Redis: ``socket_timeout`` and ``socket_connect_timeout`` of
+  the broker's connection options), not by ``PUBLISH_TIMEOUT``.
+
+Any failure becomes :class:`~django_messenger.exceptions.BrokerUnavailable`, chained to its
+cause: the message was not confirmed (it may still have reached the broker). Its ``reason``
+says what happened, for logs; its ``detail`` what a client can do. Callers log it with what
+they know (the message id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+from ..conf import messenger_settings
+from ..exceptions import BrokerUnavailable
+from .rabbitmq import ConfirmingPublisher, bounded_parameters, clear_publishers, get_publisher
+
+__all__ = ["ConfirmingPublisher", "bounded_parameters", "clear_publishers", "get_publisher", "publish"]
+
+
+def publish(broker: Any, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+    """Enqueue ``message`` on ``broker`` (``delay`` in ms); raise BrokerUnavailable unless it was accepted.
+
+    Returns the message that was sent (a copy, on the delay queue, when delayed).
+    """
+    try:
+        if isinstance(broker, RabbitmqBroker):
+            return get_publisher(broker, messenger_settings.PUBLISH_TIMEOUT).publish(message, delay=delay)
+        sent: Message[Any] = broker.enqueue(message, delay=delay)
+        return sent
+    except BrokerUnavailable:
+        raise
+    except Exception as exc:
+        raise BrokerUnavailable(f"The message broker did not accept the message: {exc!r}") from exc
