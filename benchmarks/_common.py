@@ -301,7 +301,7 @@ def spread(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
 def ratio_band(numerators: Sequence[float], denominators: Sequence[float]) -> tuple[float, str]:
     """Median ratio of two variants and its noise band: the min–max of the per-round ratios."""
     per_round = [n / d for n, d in zip(numerators, denominators, strict=False) if d]
-    if not per_round:
+    if not per_round or not median(denominators):
         return float("nan"), "-"
     return median(numerators) / median(denominators), f"{min(per_round):.2f}–{max(per_round):.2f}"
 

@@ -188,7 +188,8 @@ def main() -> None:
         rows = []
         for v in variants:
             values = results[worker_class, v.key]
-            vs_bare = f"{median(values) / median(bare):.2f}x" if bare else "-"
+            # A quick run on a loaded machine can measure 0 requests/s for a variant: no ratio then.
+            vs_bare = f"{median(values) / median(bare):.2f}x" if bare and median(bare) else "-"
             rows.append(
                 [
                     f"({v.key}) {v.label}",

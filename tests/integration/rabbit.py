@@ -52,6 +52,21 @@ def publish_raw(queue_name: str, body: bytes) -> None:
         connection.close()
 
 
+def queue_bodies(queue_name: str) -> list[bytes]:
+    """The bodies of the messages on ``queue_name``, read without taking them (they are requeued)."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = connection.channel()
+        bodies = []
+        while True:
+            method, _, body = channel.basic_get(queue_name, auto_ack=False)
+            if method is None:
+                return bodies
+            bodies.append(body)
+    finally:
+        connection.close()  # unacknowledged: RabbitMQ puts them back
+
+
 def queue_depth(queue_name: str) -> int:
     connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
