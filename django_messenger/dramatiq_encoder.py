@@ -15,6 +15,9 @@ System check ``django_messenger.W005`` warns when a project does not.
 
 from __future__ import annotations
 
+from typing import Any
+
+from dramatiq import get_encoder
 from dramatiq.encoder import JSONEncoder, MessageData
 from dramatiq.errors import DecodeError
 
@@ -36,8 +39,19 @@ def max_body_size() -> int:
     return 2 * limit + OPTIONS_ALLOWANCE if limit else 0
 
 
+#: The option :class:`BoundedJSONEncoder` adds to a message whose body is larger than
+#: ``MAX_MESSAGE_SIZE``: only such a message can hold an envelope over the limit.
+BODY_SIZE = "messenger_body_size"
+
+
 class BoundedJSONEncoder(JSONEncoder):
-    """Dramatiq's JSON encoder, refusing to parse a body over :func:`max_body_size`."""
+    """Dramatiq's JSON encoder, refusing to parse a body over :func:`max_body_size`.
+
+    A body of at most ``MAX_MESSAGE_SIZE`` bytes cannot hold an envelope over that limit
+    (the envelope is encoded inside it, by the same JSON encoder), so the worker measures
+    the envelope only when the body was larger: this encoder marks such messages with the
+    :data:`BODY_SIZE` option (see :func:`needs_measuring`).
+    """
 
     def decode(self, data: bytes) -> MessageData:
         bound = max_body_size()
@@ -48,4 +62,22 @@ class BoundedJSONEncoder(JSONEncoder):
                 data[:64],
                 None,
             )
-        return super().decode(data)
+        decoded = super().decode(data)
+        limit = messenger_settings.MAX_MESSAGE_SIZE
+        if limit and len(data) > limit and isinstance(decoded, dict):
+            options = decoded.get("options")
+            if isinstance(options, dict):
+                options[BODY_SIZE] = len(data)
+        return decoded
+
+
+def needs_measuring(message: Any) -> bool:
+    """Whether the envelope of ``message`` (a Dramatiq message being processed, or None) must be
+    measured against ``MAX_MESSAGE_SIZE``: unless :class:`BoundedJSONEncoder` read its body and
+    found it within the limit, it must."""
+    return (
+        message is None
+        or not isinstance(get_encoder(), BoundedJSONEncoder)
+        or not isinstance(message.options, dict)
+        or BODY_SIZE in message.options
+    )

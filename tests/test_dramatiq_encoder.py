@@ -16,12 +16,16 @@ from dramatiq.errors import DecodeError
 
 from django_messenger import Envelope
 from django_messenger.checks import check_encoder
-from django_messenger.dramatiq_encoder import BoundedJSONEncoder, max_body_size
+from django_messenger.dramatiq_encoder import BODY_SIZE, BoundedJSONEncoder, max_body_size, needs_measuring
 from django_messenger.encoding import encode_envelope
 from django_messenger.limits import envelope_size
+from django_messenger.locator import locator
+from django_messenger.testing import drain
+from django_messenger.transports.dramatiq.binding import binding
 from tests.testapp.messages import Ping
 
 LIMIT = 10_000
+PING = "tests.testapp.handlers.handle"
 
 
 @pytest.fixture
@@ -111,3 +115,42 @@ def test_no_w010_with_the_bounded_encoder_or_without_a_size_limit(encoder_in_use
     encoder_in_use(JSONEncoder())
     settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 0}
     assert check_encoder() == []
+
+
+# -- measuring an envelope only when its body could hold one over the limit -------------------
+
+
+def test_only_a_body_over_the_limit_is_marked_for_measuring(small_limit: None, encoder_in_use: Any) -> None:
+    # Given the bounded encoder in use
+    encoder = BoundedJSONEncoder()
+    encoder_in_use(encoder)
+
+    # When a body within the limit and one over it are decoded
+    small = Message(**encoder.decode(body_of("x" * 100)))
+    large = Message(**encoder.decode(body_of("x" * (LIMIT + 100))))
+
+    # Then only the large one must be measured (the small one cannot hold an envelope over the limit)
+    assert not needs_measuring(small)
+    assert needs_measuring(large) and large.options[BODY_SIZE] > LIMIT
+
+
+def test_without_the_bounded_encoder_every_envelope_is_measured(encoder_in_use: Any) -> None:
+    encoder_in_use(JSONEncoder())
+    message = Message(**JSONEncoder().decode(body_of("x")))
+
+    assert needs_measuring(message)
+    assert needs_measuring(None), "nor without a message being processed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_still_refuses_an_envelope_over_the_limit(small_limit: Any, broker: Any) -> None:
+    # Given an envelope over the limit, published by someone who did not measure it
+    actor = binding.actor_of(locator.handler_named(PING))
+    payload = encode_envelope(Envelope(Ping("x" * (LIMIT + 100))))
+    broker.enqueue(actor.message_with_options(args=(payload,)))
+
+    # When a worker takes it
+    drain(fail_fast=False)
+
+    # Then it is poison: dead-lettered, never handled
+    assert len(broker.dead_letters) == 1

@@ -25,6 +25,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from ...conf import SYNC_TRANSPORT, messenger_settings
+from ...dramatiq_encoder import needs_measuring
 from ...encoding import decode_envelope
 from ...envelope import Envelope
 from ...exceptions import MessageDecodingFailed, MessengerError
@@ -186,10 +187,16 @@ def _messenger_options(broker: Any, options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def _check_size(payload: Any, message: Any) -> None:
+    # Measuring means encoding the payload again: skipped when the body's size already tells.
+    if needs_measuring(message):
+        check_envelope_size(payload)
+
+
 def _received(payload: Any) -> Envelope:
-    check_envelope_size(payload)
-    envelope = decode_envelope(payload)
     message = CurrentMessage.get_current_message()
+    _check_size(payload, message)
+    envelope = decode_envelope(payload)
     if message is not None:
         envelope = envelope.with_stamps(
             ReceivedStamp(
@@ -231,7 +238,7 @@ def _declare_handler_actor(handler: Handler, broker: Any, queue_name: str) -> An
 
 def fan_out(payload: Any) -> None:
     """Send ``payload`` on to the actor of every handler of its type (in the worker)."""
-    check_envelope_size(payload)
+    _check_size(payload, CurrentMessage.get_current_message())
     envelope = decode_envelope(payload)  # validates the type and the body before anything is sent
     if not locator.has_handlers(type(envelope.message)):
         raise MessageDecodingFailed(f"No handler for {type(envelope.message)!r} in this worker.")
