@@ -11,6 +11,7 @@ import dramatiq
 from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import URLPattern, URLResolver, get_resolver
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries
@@ -268,12 +269,13 @@ def check_delays(
     ``max_backoff`` is longer than the hop and W004 a hop as long as the consumer timeout."""
     try:
         hop = messenger_settings.DELAY_HOP
-    except (TypeError, ValueError):
-        hop = 0.0
+    except ImproperlyConfigured:  # not a number at all
+        hop = math.nan
     if not (math.isfinite(hop) and hop > 0):
+        given = (getattr(settings, "MESSENGER", None) or {}).get("DELAY_HOP")
         return [
             checks.Error(
-                f"MESSENGER['DELAY_HOP'] is {messenger_settings._get('DELAY_HOP')!r}.",
+                f"MESSENGER['DELAY_HOP'] is {given!r}.",
                 hint="Set it to a finite number of seconds greater than 0 (600 by default).",
                 obj="MESSENGER",
                 id="django_messenger.E010",
