@@ -18,6 +18,7 @@ from dramatiq.middleware import Retries
 
 from .conf import SYNC_TRANSPORT, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
+from .exceptions import HandlerErrorCode
 from .locator import locator
 from .transports.dramatiq.binding import binding
 
@@ -46,7 +47,8 @@ def check_handlers(
         if handler.error is None or len(by_name[handler.actor_name]) > 1:
             continue
         where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
-        if handler.message_type is None:
+        code = handler.error.code
+        if code is HandlerErrorCode.NO_MESSAGE_TYPE:
             errors.append(
                 checks.Error(
                     f"The handler {where} has no message type: {handler.error}.",
@@ -55,10 +57,11 @@ def check_handlers(
                     id="django_messenger.E002",
                 )
             )
-        elif "already taken" in handler.error:
+        elif code is HandlerErrorCode.ACTOR_NAME_TAKEN:
             errors.append(
                 checks.Error(
                     f"The handler {where} cannot be declared: {handler.error}.",
+                    hint="Give it another name: @handler(actor_name='...').",
                     obj=where,
                     id="django_messenger.E003",
                 )
