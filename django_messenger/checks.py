@@ -186,21 +186,11 @@ def _url_views(patterns: list[Any]) -> Iterator[type]:
                 yield cls
 
 
-def _model_of(serializer_class: Any) -> type | None:
-    from rest_framework import serializers  # here, not at import: workers never need DRF's serializers
-
-    if isinstance(serializer_class, type) and issubclass(serializer_class, serializers.ModelSerializer):
-        model: type = serializer_class.Meta.model
-        return model
-    return None
-
-
-def dispatched_type(view: type) -> type | None:
-    """The message type a messenger view dispatches, or None if it cannot be told."""
-    message_class: type | None = getattr(view, "message_class", None)
+def _write_serializer_class(view: type) -> Any:
+    """The serializer class that validates ``view``'s writes, as the view picks it."""
     if getattr(view, "messenger", True) == "input":
-        return message_class or _model_of(getattr(view, "input_serializer_class", None))
-    return _model_of(getattr(view, "serializer_class", None)) or message_class
+        return getattr(view, "input_serializer_class", None)
+    return getattr(view, "serializer_class", None)
 
 
 @checks.register("messenger", checks.Tags.urls)
@@ -209,7 +199,9 @@ def check_views(
 ) -> list[checks.CheckMessage]:
     """E001 a view whose message type has no handler; E006 a view that cannot tell its type;
     E011 a serializer whose fields do not fit the message class's signature."""
-    from .mixins import MessengerViewMixin  # here, not at import: workers never need DRF's views
+    # Here, not at import: workers never need DRF's views nor the views' persister.
+    from .mixins import MessengerViewMixin
+    from .persisters import dispatched_type
 
     errors: list[checks.CheckMessage] = []
     seen: set[type] = set()
@@ -218,7 +210,7 @@ def check_views(
             continue
         seen.add(view)
         where = f"{view.__module__}.{view.__qualname__}"
-        message_type = dispatched_type(view)
+        message_type = dispatched_type(view, _write_serializer_class(view))
         if message_type is None:
             errors.append(
                 checks.Error(
@@ -323,16 +315,13 @@ def check_delays(
 
 def _built_message_class(view: type) -> tuple[type, Any] | None:
     """``(message_class, serializer_class)`` when the view builds ``message_class(**validated_data)``."""
-    message_class = getattr(view, "message_class", None)
-    if getattr(view, "messenger", True) == "input":
-        serializer_class = getattr(view, "input_serializer_class", None)
-    else:
-        serializer_class = getattr(view, "serializer_class", None)
-        if _model_of(serializer_class) is not None:
-            return None  # the model instance is dispatched; message_class is not built
-    if not isinstance(message_class, type) or not isinstance(serializer_class, type):
-        return None
-    return message_class, serializer_class
+    from .persisters import dispatched_type, model_of  # here, not at import: as in check_views
+
+    serializer_class = _write_serializer_class(view)
+    cls = dispatched_type(view, serializer_class)
+    if cls is None or cls is model_of(serializer_class) or not isinstance(serializer_class, type):
+        return None  # nothing to build, or the model instance is dispatched
+    return cls, serializer_class
 
 
 def _signature_errors(view: type, where: str) -> list[checks.CheckMessage]:

@@ -22,10 +22,10 @@ from django_messenger.checks import (
     check_handlers,
     check_routing,
     check_views,
-    dispatched_type,
 )
 from django_messenger.exceptions import HandlerError, HandlerErrorCode
 from django_messenger.mixins import MessengerMixin
+from django_messenger.persisters import dispatched_type
 from django_messenger.transports.dramatiq.binding import binding
 from django_messenger.viewsets import MessengerViewSet
 from tests.testapp.messages import Ping
@@ -235,7 +235,8 @@ def test_e011_serializer_fields_that_do_not_fit_the_message_signature(settings: 
     ids=lambda value: getattr(value, "__name__", repr(value)),
 )
 def test_dispatched_type_of_each_kind_of_view(view: type, expected: type | None) -> None:
-    assert dispatched_type(view) is expected
+    serializer_class = view.input_serializer_class if view.messenger == "input" else view.serializer_class
+    assert dispatched_type(view, serializer_class) is expected
 
 
 # -- E002 / E003 / E007: handlers -------------------------------------------------------
