@@ -27,9 +27,10 @@ class MessengerConfig(AppConfig):
         broker = dramatiq.get_broker()
         if not any(isinstance(middleware, CurrentMessage) for middleware in broker.middleware):
             broker.add_middleware(CurrentMessage())  # the ReceivedStamp reads the message from it
+        if not any(isinstance(middleware, DbConnectionsMiddleware) for middleware in broker.middleware):
+            broker.add_middleware(DbConnectionsMiddleware())  # fresh database connections for every message
         if not any(isinstance(middleware, MessengerMiddleware) for middleware in broker.middleware):
-            has_db_middleware = any(isinstance(m, DbConnectionsMiddleware) for m in broker.middleware)
-            broker.add_middleware(MessengerMiddleware(close_connections=not has_db_middleware))
+            broker.add_middleware(MessengerMiddleware())
         has_retries = any(isinstance(middleware, Retries) for middleware in broker.middleware)
         if has_retries and not any(isinstance(middleware, RetryGuard) for middleware in broker.middleware):
             # Before Retries in the list, so that its after-hooks run after Retries' own.

@@ -11,12 +11,14 @@ import dramatiq
 from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import URLPattern, URLResolver, get_resolver
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries
 
 from .conf import SYNC_TRANSPORT, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
+from .exceptions import HandlerErrorCode
 from .locator import locator
 from .transports.dramatiq.binding import binding
 
@@ -45,7 +47,8 @@ def check_handlers(
         if handler.error is None or len(by_name[handler.actor_name]) > 1:
             continue
         where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
-        if handler.message_type is None:
+        code = handler.error.code
+        if code is HandlerErrorCode.NO_MESSAGE_TYPE:
             errors.append(
                 checks.Error(
                     f"The handler {where} has no message type: {handler.error}.",
@@ -54,10 +57,11 @@ def check_handlers(
                     id="django_messenger.E002",
                 )
             )
-        elif "already taken" in handler.error:
+        elif code is HandlerErrorCode.ACTOR_NAME_TAKEN:
             errors.append(
                 checks.Error(
                     f"The handler {where} cannot be declared: {handler.error}.",
+                    hint="Give it another name: @handler(actor_name='...').",
                     obj=where,
                     id="django_messenger.E003",
                 )
@@ -182,21 +186,11 @@ def _url_views(patterns: list[Any]) -> Iterator[type]:
                 yield cls
 
 
-def _model_of(serializer_class: Any) -> type | None:
-    from rest_framework import serializers  # here, not at import: workers never need DRF's serializers
-
-    if isinstance(serializer_class, type) and issubclass(serializer_class, serializers.ModelSerializer):
-        model: type = serializer_class.Meta.model
-        return model
-    return None
-
-
-def dispatched_type(view: type) -> type | None:
-    """The message type a messenger view dispatches, or None if it cannot be told."""
-    message_class: type | None = getattr(view, "message_class", None)
+def _write_serializer_class(view: type) -> Any:
+    """The serializer class that validates ``view``'s writes, as the view picks it."""
     if getattr(view, "messenger", True) == "input":
-        return message_class or _model_of(getattr(view, "input_serializer_class", None))
-    return _model_of(getattr(view, "serializer_class", None)) or message_class
+        return getattr(view, "input_serializer_class", None)
+    return getattr(view, "serializer_class", None)
 
 
 @checks.register("messenger", checks.Tags.urls)
@@ -205,7 +199,9 @@ def check_views(
 ) -> list[checks.CheckMessage]:
     """E001 a view whose message type has no handler; E006 a view that cannot tell its type;
     E011 a serializer whose fields do not fit the message class's signature."""
-    from .mixins import MessengerViewMixin  # here, not at import: workers never need DRF's views
+    # Here, not at import: workers never need DRF's views nor the views' persister.
+    from .mixins import MessengerViewMixin
+    from .persisters import dispatched_type
 
     errors: list[checks.CheckMessage] = []
     seen: set[type] = set()
@@ -214,7 +210,7 @@ def check_views(
             continue
         seen.add(view)
         where = f"{view.__module__}.{view.__qualname__}"
-        message_type = dispatched_type(view)
+        message_type = dispatched_type(view, _write_serializer_class(view))
         if message_type is None:
             errors.append(
                 checks.Error(
@@ -268,12 +264,13 @@ def check_delays(
     ``max_backoff`` is longer than the hop and W004 a hop as long as the consumer timeout."""
     try:
         hop = messenger_settings.DELAY_HOP
-    except (TypeError, ValueError):
-        hop = 0.0
+    except ImproperlyConfigured:  # not a number at all
+        hop = math.nan
     if not (math.isfinite(hop) and hop > 0):
+        given = (getattr(settings, "MESSENGER", None) or {}).get("DELAY_HOP")
         return [
             checks.Error(
-                f"MESSENGER['DELAY_HOP'] is {messenger_settings._get('DELAY_HOP')!r}.",
+                f"MESSENGER['DELAY_HOP'] is {given!r}.",
                 hint="Set it to a finite number of seconds greater than 0 (600 by default).",
                 obj="MESSENGER",
                 id="django_messenger.E010",
@@ -318,16 +315,13 @@ def check_delays(
 
 def _built_message_class(view: type) -> tuple[type, Any] | None:
     """``(message_class, serializer_class)`` when the view builds ``message_class(**validated_data)``."""
-    message_class = getattr(view, "message_class", None)
-    if getattr(view, "messenger", True) == "input":
-        serializer_class = getattr(view, "input_serializer_class", None)
-    else:
-        serializer_class = getattr(view, "serializer_class", None)
-        if _model_of(serializer_class) is not None:
-            return None  # the model instance is dispatched; message_class is not built
-    if not isinstance(message_class, type) or not isinstance(serializer_class, type):
-        return None
-    return message_class, serializer_class
+    from .persisters import dispatched_type, model_of  # here, not at import: as in check_views
+
+    serializer_class = _write_serializer_class(view)
+    cls = dispatched_type(view, serializer_class)
+    if cls is None or cls is model_of(serializer_class) or not isinstance(serializer_class, type):
+        return None  # nothing to build, or the model instance is dispatched
+    return cls, serializer_class
 
 
 def _signature_errors(view: type, where: str) -> list[checks.CheckMessage]:

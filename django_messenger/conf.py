@@ -1,120 +1,155 @@
-"""The ``MESSENGER`` setting, read through a typed object with one property a key.
+"""The ``MESSENGER`` setting, read as one frozen dataclass.
 
-Every key is optional; :data:`DEFAULTS` holds the defaults. The object caches what it
-read and forgets it when a test changes the setting (``setting_changed``).
+Every key is optional. :class:`MessengerSettings` holds each key as a typed field with its
+default; :meth:`MessengerSettings.from_setting` coerces a user's values to those types (the one
+place that does). :data:`messenger_settings` builds the object from
+``settings.MESSENGER`` when first read and again after a test changes the setting
+(``setting_changed``), as DRF's ``api_settings`` does.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 #: The name of the built-in transport that handles a message in the dispatching process.
 SYNC_TRANSPORT = "sync"
 
-DEFAULTS: dict[str, Any] = {
-    # The transport of message types that ROUTING does not name.
-    "DEFAULT_TRANSPORT": "async",
-    # Message type name (or "app_label.*", or "*") -> transport name.
-    "ROUTING": {},
-    # Transport name -> options. Every transport but "sync" sends to Dramatiq.
-    "TRANSPORTS": {"async": {"queue_name": "default"}},
-    # Seconds a send may wait for the broker (connect, publish, confirm) before it fails.
-    "PUBLISH_TIMEOUT": 5.0,
-    # A send counts once the broker confirmed it. False means at-most-once, knowingly.
-    "CONFIRM_DELIVERY": True,
-    # Seconds sent in the Retry-After header of a 503.
-    "RETRY_AFTER": 5,
-    # Largest encoded envelope, in bytes, a worker accepts from the wire.
-    "MAX_MESSAGE_SIZE": 1024 * 1024,
-    # Stamp each write's envelope with the id of the authenticated user (UserStamp).
-    "USER_STAMP": False,
-    # Seconds of the longest single delay handed to the broker: a longer delay travels in hops
-    # (django_messenger.delays), under RabbitMQ's consumer_timeout (30 min) and SQS's 15 min.
-    "DELAY_HOP": 600,
-}
+C = TypeVar("C", bound=Callable[[], Any])
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A read-only copy of ``value`` (None is empty)."""
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise TypeError(f"a dict, not {type(value).__name__}")
+    return MappingProxyType(dict(value))
+
+
+def _transports(value: Any) -> Mapping[str, Mapping[str, Any]]:
+    """The default ``async`` transport, with the user's transports merged in (options by options)."""
+    merged = {name: dict(options) for name, options in _DEFAULT_TRANSPORTS.items()}
+    for name, options in _mapping(value).items():
+        merged[name] = {**merged.get(name, {}), **_mapping(options)}
+    return MappingProxyType({name: MappingProxyType(options) for name, options in merged.items()})
+
+
+def _setting(default: Any, coerce: Callable[[Any], Any]) -> Any:
+    """A field of :class:`MessengerSettings`: its default, and how a user's value becomes its type."""
+    return dataclasses.field(default_factory=lambda: coerce(default), metadata={"coerce": coerce})
+
+
+_DEFAULT_TRANSPORTS: Mapping[str, Mapping[str, Any]] = {"async": {"queue_name": "default"}}
+
+
+@dataclasses.dataclass(frozen=True)
 class MessengerSettings:
-    """Typed access to ``settings.MESSENGER``."""
+    """The ``MESSENGER`` keys, typed, with their defaults (docs/settings.md describes each)."""
 
-    @cached_property
-    def _user(self) -> dict[str, Any]:
-        value = getattr(settings, "MESSENGER", {}) or {}
-        if not isinstance(value, dict):
-            raise TypeError(f"settings.MESSENGER must be a dict, not {type(value).__name__}.")
-        return value
+    #: The transport of message types that ROUTING does not name.
+    DEFAULT_TRANSPORT: str = _setting("async", str)
+    #: Message type name (or "app_label.*", or "*") -> transport name.
+    ROUTING: Mapping[str, str] = _setting({}, _mapping)
+    #: Transport name -> options. Every transport but "sync" sends to Dramatiq.
+    TRANSPORTS: Mapping[str, Mapping[str, Any]] = _setting(None, _transports)
+    #: Seconds a send may wait for the broker (connect, publish, confirm) before it fails.
+    PUBLISH_TIMEOUT: float = _setting(5.0, float)
+    #: A send counts once the broker confirmed it. False means at-most-once, knowingly.
+    CONFIRM_DELIVERY: bool = _setting(True, bool)
+    #: Seconds sent in the Retry-After header of a 503.
+    RETRY_AFTER: int = _setting(5, int)
+    #: Largest encoded envelope, in bytes, a worker accepts from the wire.
+    MAX_MESSAGE_SIZE: int = _setting(1024 * 1024, int)
+    #: Stamp each write's envelope with the id of the authenticated user (UserStamp).
+    USER_STAMP: bool = _setting(False, bool)
+    #: Seconds of the longest single delay handed to the broker: a longer delay travels in hops
+    #: (django_messenger.delays), under RabbitMQ's consumer_timeout (30 min) and SQS's 15 min.
+    DELAY_HOP: float = _setting(600.0, float)
 
-    def _get(self, key: str) -> Any:
-        return self._user.get(key, DEFAULTS[key])
+    @classmethod
+    def from_setting(cls, value: Any) -> MessengerSettings:
+        """The settings ``value`` (``settings.MESSENGER``) gives, every key coerced to its type.
 
-    @property
-    def DEFAULT_TRANSPORT(self) -> str:  # noqa: N802 - named like the setting key
-        return str(self._get("DEFAULT_TRANSPORT"))
-
-    @property
-    def ROUTING(self) -> dict[str, str]:  # noqa: N802
-        return dict(self._get("ROUTING"))
-
-    @property
-    def TRANSPORTS(self) -> dict[str, dict[str, Any]]:  # noqa: N802
-        transports = {name: dict(options) for name, options in DEFAULTS["TRANSPORTS"].items()}
-        for name, options in (self._user.get("TRANSPORTS") or {}).items():
-            transports[name] = {**transports.get(name, {}), **(options or {})}
-        return transports
-
-    @property
-    def PUBLISH_TIMEOUT(self) -> float:  # noqa: N802
-        return float(self._get("PUBLISH_TIMEOUT"))
-
-    @property
-    def CONFIRM_DELIVERY(self) -> bool:  # noqa: N802
-        return bool(self._get("CONFIRM_DELIVERY"))
-
-    @property
-    def RETRY_AFTER(self) -> int:  # noqa: N802
-        return int(self._get("RETRY_AFTER"))
-
-    @property
-    def MAX_MESSAGE_SIZE(self) -> int:  # noqa: N802
-        return int(self._get("MAX_MESSAGE_SIZE"))
-
-    @property
-    def USER_STAMP(self) -> bool:  # noqa: N802
-        return bool(self._get("USER_STAMP"))
-
-    @property
-    def DELAY_HOP(self) -> float:  # noqa: N802
-        return float(self._get("DELAY_HOP"))
+        Raises:
+          ImproperlyConfigured: ``value`` is not a dict, or a key's value cannot be read as its type.
+        """
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ImproperlyConfigured(f"settings.MESSENGER must be a dict, not {type(value).__name__}.")
+        given: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in value:
+                continue
+            try:
+                given[field.name] = field.metadata["coerce"](value[field.name])
+            except (TypeError, ValueError) as exc:
+                raise ImproperlyConfigured(
+                    f"MESSENGER[{field.name!r}] is {value[field.name]!r}, which cannot be read as "
+                    f"{field.type} ({exc}): see the Settings page of django-messenger's docs."
+                ) from None
+        return cls(**given)
 
     def queue_name(self, transport: str) -> str:
         """The Dramatiq queue of handlers routed to ``transport`` that name none."""
-        options = self.TRANSPORTS.get(transport, {})
-        return str(options.get("queue_name", "default"))
+        return str(self.TRANSPORTS.get(transport, {}).get("queue_name", "default"))
+
+
+#: Every key's default, read-only.
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {field.name: getattr(MessengerSettings(), field.name) for field in dataclasses.fields(MessengerSettings)}
+)
+
+
+class _LazySettings:
+    """``settings.MESSENGER`` as :class:`MessengerSettings`, built when first read and after each change."""
+
+    def __init__(self) -> None:
+        self._settings: MessengerSettings | None = None
+
+    @property
+    def current(self) -> MessengerSettings:
+        built = self._settings
+        if built is None:
+            built = self._settings = MessengerSettings.from_setting(getattr(settings, "MESSENGER", None))
+        return built
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current, name)
 
     def reload(self) -> None:
-        self.__dict__.pop("_user", None)
+        self._settings = None
 
 
-messenger_settings = MessengerSettings()
+#: The settings every module reads (``messenger_settings.ROUTING``); typed as :class:`MessengerSettings`.
+messenger_settings: MessengerSettings = cast(MessengerSettings, _LazySettings())
 
-_reload_callbacks: list[Any] = []
+_reload_callbacks: list[Callable[[], Any]] = []
 
 
-def on_reload(callback: Any) -> Any:
+def on_reload(callback: C) -> C:
     """Register ``callback()`` to run whenever ``MESSENGER`` changes (tests)."""
     _reload_callbacks.append(callback)
     return callback
 
 
+def reload() -> None:
+    """Forget the settings read so far and run the ``on_reload`` callbacks."""
+    cast(_LazySettings, messenger_settings).reload()
+    for callback in _reload_callbacks:
+        callback()
+
+
 def _setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "MESSENGER":
-        messenger_settings.reload()
-        for callback in _reload_callbacks:
-            callback()
+        reload()
 
 
 setting_changed.connect(_setting_changed)

@@ -11,7 +11,9 @@ happened, for logs, tracebacks and the failure store.
 
 from __future__ import annotations
 
+import enum
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rest_framework import status
@@ -25,6 +27,31 @@ if TYPE_CHECKING:
 
 class MessengerError(Exception):
     """Base class of every error raised by django-messenger."""
+
+
+class HandlerErrorCode(enum.Enum):
+    """Why a handler cannot be used; each code is one system check (docs/checks.md)."""
+
+    #: No message type: neither named nor readable from the first parameter's annotation (E002).
+    NO_MESSAGE_TYPE = "no_message_type"
+    #: Another actor of the broker already has the handler's actor name (E003).
+    ACTOR_NAME_TAKEN = "actor_name_taken"
+    #: Dramatiq refused to declare the handler's actor, e.g. an unknown actor option (E007).
+    ACTOR_REFUSED = "actor_refused"
+
+
+@dataclass(frozen=True)
+class HandlerError:
+    """Why a handler cannot be used (``Handler.error``), raised by nothing: the checks report it.
+
+    The system checks branch on :attr:`code`; :attr:`message` is for people.
+    """
+
+    code: HandlerErrorCode
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class NoHandlerForMessage(MessengerError):

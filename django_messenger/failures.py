@@ -20,6 +20,7 @@ alone (and logged), where Dramatiq's dead-letter expiry applies.
 from __future__ import annotations
 
 import logging
+import traceback
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -38,11 +39,19 @@ from .transports.dramatiq.binding import FANOUT_PREFIX, binding
 
 logger = logging.getLogger("django_messenger")
 
-#: The options a worker notes on a failing message (MessengerMiddleware), kept with its failure.
+#: When the message first failed (epoch milliseconds), noted by the worker (MessengerMiddleware) on
+#: a failing message: Dramatiq does not keep it, so it travels with the retries as this option.
 FIRST_FAILED_AT = "messenger_first_failed_at"
-TRIES = "messenger_tries"
+#: The error to store instead of the stuffed exception's: set by RetryGuard just before it
+#: dead-letters a message whose retry could not be enqueued, and carried by a held copy.
 ERROR = "messenger_error"
-TRACEBACK = "messenger_traceback"
+#: Dramatiq's own option (``Retries``): the traceback of the last retried failure.
+TRACEBACK = "traceback"
+#: Dramatiq's own option (``Retries``): how many failures were retried so far.
+RETRIES = "retries"
+#: The tries of the message being processed, noted on the worker's message proxy (never sent):
+#: ``retries`` before ``Retries`` counts the failure, plus one.
+TRIES_ATTRIBUTE = "_messenger_tries"
 
 #: The option that marks a held copy: how many times its failure was held so far.
 HELD = "messenger_held"
@@ -71,6 +80,31 @@ def clip(text: str, limit: int = MAX_ERROR_TEXT) -> str:
 def describe(exception: BaseException) -> str:
     """An exception as the failure store keeps it: its class's full name and its text."""
     return f"{type(exception).__module__}.{type(exception).__qualname__}: {exception}"
+
+
+def format_traceback(exception: BaseException) -> str:
+    """An exception's traceback as the failure store keeps it (30 frames at most, clipped)."""
+    return clip(
+        "".join(traceback.format_exception(type(exception), exception, exception.__traceback__, limit=30))
+    )
+
+
+def tries(message: Any) -> int:
+    """How many times ``message`` was tried, the final failure included.
+
+    Dramatiq's ``retries`` counts the failures ``Retries`` retried, and also counts the last one
+    when it gave up on it; not a failure in ``throws``, nor a message rejected before it ran. So
+    the worker notes the count before ``Retries`` sees the failure (``retries + 1``, on the
+    message proxy: :data:`TRIES_ATTRIBUTE`); a message that did not fail here (a held copy)
+    counts ``retries + 1`` from its options.
+    """
+    noted = getattr(message, TRIES_ATTRIBUTE, None)
+    if isinstance(noted, int) and not isinstance(noted, bool):
+        return noted
+    try:
+        return max(1, int(message.options.get(RETRIES, 0)) + 1)
+    except (TypeError, ValueError):
+        return 1
 
 
 def _timestamp(millis: Any) -> datetime:
@@ -107,8 +141,11 @@ def _due_at(options: Any) -> datetime | None:
     return _timestamp(eta) if isinstance(eta, int) and not isinstance(eta, bool) else None
 
 
-def record(message: Any, *, error: str, traceback: str = "") -> FailedMessage:
-    """Store the final failure of a Dramatiq ``message`` (once: a redelivery stores nothing more)."""
+def record(message: Any, *, error: str, traceback: str = "", tries: int = 1) -> FailedMessage:
+    """Store the final failure of a Dramatiq ``message`` (once: a redelivery stores nothing more).
+
+    ``tries`` counts the final failure (:func:`tries`).
+    """
     broker_message_id = _text(message.message_id, 64)
     handler = _text(message.actor_name, 255)
     existing = FailedMessage.objects.filter(broker_message_id=broker_message_id, handler=handler).first()
@@ -134,7 +171,7 @@ def record(message: Any, *, error: str, traceback: str = "") -> FailedMessage:
         payload=payload,
         error=_text(error),
         traceback=_text(traceback),
-        tries=max(1, int(options.get(TRIES, 1))),
+        tries=max(1, tries),
         first_failed_at=_timestamp(options[FIRST_FAILED_AT]) if FIRST_FAILED_AT in options else now,
         last_failed_at=now,
         due_at=_due_at(options),
@@ -155,16 +192,16 @@ def record(message: Any, *, error: str, traceback: str = "") -> FailedMessage:
     return failed
 
 
-def keep(message: Any, *, error: str, traceback: str = "") -> None:
+def keep(message: Any, *, error: str, traceback: str = "", tries: int = 1) -> None:
     """Record the final failure of ``message``, or hold it while the database is down.
 
     Errors other than an unavailable database (a bug, say) are logged: the message is still
     dead-lettered by the broker.
     """
     try:
-        record(message, error=error, traceback=traceback)
+        record(message, error=error, traceback=traceback, tries=tries)
     except _DATABASE_DOWN as exc:
-        _hold_or_log(message, error=error, traceback=traceback, reason=exc)
+        _hold_or_log(message, error=error, traceback=traceback, tries=tries, reason=exc)
     except Exception:
         logger.exception("Could not store the failure of message %s.", message.message_id)
     finally:
@@ -176,10 +213,11 @@ def keep_held(message: Any) -> bool:
     options = message.options
     error = str(options.get(ERROR) or "Dead-lettered by Dramatiq.")
     trace = str(options.get(TRACEBACK) or "")
+    count = tries(message)
     try:
-        record(message, error=error, traceback=trace)
+        record(message, error=error, traceback=trace, tries=count)
     except _DATABASE_DOWN as exc:
-        return _hold_or_log(message, error=error, traceback=trace, reason=exc)
+        return _hold_or_log(message, error=error, traceback=trace, tries=count, reason=exc)
     except Exception:
         logger.exception("Could not store the held failure of message %s.", message.message_id)
         return False
@@ -188,8 +226,12 @@ def keep_held(message: Any) -> bool:
     return True
 
 
-def hold(message: Any, *, error: str, traceback: str) -> Message[Any]:
+def hold(message: Any, *, error: str, traceback: str, tries: int = 1) -> Message[Any]:
     """Send a held copy of ``message`` (see the module's documentation) to be recorded later.
+
+    The copy carries the failure in options: the error, Dramatiq's ``traceback``, and
+    Dramatiq's ``retries`` as ``tries - 1`` (a held copy never runs, so ``retries + 1`` is
+    the count to store, as for any message).
 
     Raises:
       BrokerUnavailable: the broker did not accept the copy.
@@ -198,16 +240,21 @@ def hold(message: Any, *, error: str, traceback: str) -> Message[Any]:
     _, delay = compute_backoff(attempts, factor=HOLD_MIN_BACKOFF, max_backoff=HOLD_MAX_BACKOFF)
     held: Message[Any] = message.copy(
         queue_name=q_name(message.queue_name),
-        options={HELD: attempts + 1, ERROR: clip(error), TRACEBACK: clip(traceback)},
+        options={
+            HELD: attempts + 1,
+            ERROR: clip(error),
+            TRACEBACK: clip(traceback),
+            RETRIES: max(0, tries - 1),
+        },
     )
     if binding.broker is None:
         raise BrokerUnavailable("messenger is not bound to a broker.")
     return publish(binding.broker, held, delay=delay)
 
 
-def _hold_or_log(message: Any, *, error: str, traceback: str, reason: BaseException) -> bool:
+def _hold_or_log(message: Any, *, error: str, traceback: str, tries: int, reason: BaseException) -> bool:
     try:
-        held = hold(message, error=error, traceback=traceback)
+        held = hold(message, error=error, traceback=traceback, tries=tries)
     except BrokerUnavailable as exc:
         logger.critical(
             "The failure of message %s could not be stored (%s) nor held on the broker (%s): it is "

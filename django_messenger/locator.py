@@ -20,7 +20,7 @@ from typing import Any, TypeVar, overload
 from django.dispatch import Signal
 
 from .envelope import Envelope
-from .exceptions import NoHandlerForMessage
+from .exceptions import HandlerError, HandlerErrorCode, NoHandlerForMessage
 from .message_types import message_types
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,7 +44,7 @@ class Handler:
     priority: int = 0
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: Why this handler cannot be used (reported by the system checks), or None.
-    error: str | None = None
+    error: HandlerError | None = None
 
     @property
     def name(self) -> str:
@@ -85,7 +85,7 @@ class HandlerLocator:
             self.handlers.remove(handler)
             self._drop(handler)
 
-    def refuse(self, handler: Handler, error: str) -> None:
+    def refuse(self, handler: Handler, error: HandlerError) -> None:
         """Mark ``handler`` unusable (the system checks report ``error``); it is never dispatched to."""
         with self._lock:
             handler.error = error
@@ -168,7 +168,7 @@ def _make_handler(fn: Callable[..., Any], message_type: type | None, options: di
         queue_name=options.get("queue_name"),
         priority=int(options.get("priority", 0)),
         options=actor_options,
-        error=error,
+        error=HandlerError(HandlerErrorCode.NO_MESSAGE_TYPE, error) if error else None,
     )
 
 

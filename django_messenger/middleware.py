@@ -1,27 +1,33 @@
 """Messenger's Dramatiq middleware, added to the broker when the app is ready.
 
-* It gives every handler fresh database connections: Django's stale or broken
-  connections are closed before and after each message, as a request would (unless
-  django-dramatiq's ``DbConnectionsMiddleware``, which does the same, is on the broker).
-* It notes each failure in the message's options (first failure time, tries, error,
-  traceback), and before Dramatiq dead-letters one of messenger's messages it writes a
-  :class:`~django_messenger.models.FailedMessage`, so that the failure outlives
-  RabbitMQ's dead-letter queue and can be retried (``messenger_failed``). While the
-  database is down the failure is held on the broker and recorded later: a held copy
-  (see :mod:`django_messenger.failures`) is recorded here instead of being handled.
+Before Dramatiq dead-letters one of messenger's messages it writes a
+:class:`~django_messenger.models.FailedMessage`, so that the failure outlives RabbitMQ's
+dead-letter queue and can be retried (``messenger_failed``). While the database is down
+the failure is held on the broker and recorded later: a held copy (see
+:mod:`django_messenger.failures`) is recorded here instead of being handled.
 
-It must run after Dramatiq's ``Retries`` middleware in the broker's list (the app
-appends it at the end when it is not listed).
+What the failure store needs comes from Dramatiq's own parts wherever Dramatiq has them:
+
+* the tries: Dramatiq's ``retries`` option (``Retries`` counts each retried failure), plus
+  the final failure (:func:`~django_messenger.failures.tries`);
+* the error and its traceback: the exception the worker stuffed into the message;
+* the time of the first failure, which Dramatiq does not keep: the one option messenger
+  adds to a failing message, :data:`~django_messenger.failures.FIRST_FAILED_AT`, so that it
+  travels with the retries.
+
+The app also puts Dramatiq's ``CurrentMessage`` (for the ``ReceivedStamp``) and
+django-dramatiq's ``DbConnectionsMiddleware`` (fresh database connections for every
+message) on the broker when they are missing. This middleware must run after Dramatiq's
+``Retries`` in the broker's list (the app appends it at the end when it is not listed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-import traceback
 from typing import Any
 
-from django.db import close_old_connections, connections
 from dramatiq import Middleware
 from dramatiq.middleware import SkipMessage
 
@@ -31,33 +37,21 @@ from .failures import (
     HELD,
     MAX_ERROR_TEXT,
     TRACEBACK,
-    TRIES,
+    TRIES_ATTRIBUTE,
     clip,
     describe,
+    format_traceback,
     is_messenger_message,
     keep,
     keep_held,
+    tries,
 )
 
 logger = logging.getLogger("django_messenger")
 
 
-def _close_old_connections() -> None:
-    # Inside an atomic block (a test running a worker in-process) closing would break it.
-    if not any(connection.in_atomic_block for connection in connections.all(initialized_only=True)):
-        close_old_connections()
-
-
 class MessengerMiddleware(Middleware):
-    """Worker-side bookkeeping for messenger's actors.
-
-    ``close_connections=False`` leaves the database connections to django-dramatiq's
-    ``DbConnectionsMiddleware`` when the broker has it (the app decides in ``ready()``),
-    so the work is not done twice a message.
-    """
-
-    def __init__(self, *, close_connections: bool = True) -> None:
-        self.close_connections = close_connections
+    """Worker-side bookkeeping for messenger's actors: failures noted and stored."""
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         if HELD in message.options:
@@ -65,31 +59,22 @@ class MessengerMiddleware(Middleware):
             if not keep_held(message):
                 message.fail()  # neither recorded nor held again: dead-letter it
             raise SkipMessage("a held failure, not a message to handle")
-        if self.close_connections:
-            _close_old_connections()
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        if exception is not None:
-            # Runs before Retries re-enqueues the message, so these options travel with it.
-            options = message.options
-            options.setdefault(FIRST_FAILED_AT, int(time.time() * 1000))
-            options[TRIES] = int(options.get(TRIES, 0)) + 1
-            options[ERROR] = clip(describe(exception))
-            options[TRACEBACK] = clip(
-                "".join(
-                    traceback.format_exception(type(exception), exception, exception.__traceback__, limit=30)
-                )
-            )
-        if self.close_connections:
-            _close_old_connections()
+        if exception is None:
+            return
+        # Runs before Retries counts the failure and re-enqueues the message.
+        message.options.setdefault(FIRST_FAILED_AT, int(time.time() * 1000))
+        with contextlib.suppress(AttributeError):  # a bare Message (frozen), not the worker's proxy
+            setattr(message, TRIES_ATTRIBUTE, tries(message))
 
     def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
         # Dramatiq's Retries stores the last traceback, the exception's text included, unclipped.
-        trace = message.options.get("traceback")
+        trace = message.options.get(TRACEBACK)
         if isinstance(trace, str) and len(trace) > MAX_ERROR_TEXT:
-            message.options["traceback"] = clip(trace)
+            message.options[TRACEBACK] = clip(trace)
 
     def before_nack(self, broker: Any, message: Any) -> None:
         """Dramatiq is about to dead-letter ``message``: keep its failure in the database."""
@@ -100,13 +85,11 @@ class MessengerMiddleware(Middleware):
             return
         if not is_messenger_message(message):
             return
-        options = message.options
-        error = options.get(ERROR)
-        trace = options.get(TRACEBACK, "")
         stuffed = getattr(message, "_exception", None)
-        if error is None and stuffed is not None:
-            error = clip(describe(stuffed))
-            trace = clip(
-                "".join(traceback.format_exception(type(stuffed), stuffed, stuffed.__traceback__, limit=30))
-            )
-        keep(message, error=error or "Dead-lettered by Dramatiq.", traceback=trace)
+        if stuffed is not None:  # the exception the worker caught, as Dramatiq keeps it
+            error, trace = clip(describe(stuffed)), format_traceback(stuffed)
+        else:  # rejected before it ran, or without an exception
+            error, trace = "Dead-lettered by Dramatiq.", clip(str(message.options.get(TRACEBACK) or ""))
+        # RetryGuard's error (a retry that could not be enqueued) says more than the exception.
+        error = message.options.get(ERROR) or error
+        keep(message, error=error, traceback=trace, tries=tries(message))

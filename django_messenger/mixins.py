@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from .envelope import Envelope
 from .exceptions import BrokerUnavailable, RequestTooLarge
 from .parsing import guard_parser, too_many_query_fields
-from .persisters import MessengerPersister, apply_changes, build_new
+from .persisters import MessengerPersister, apply_changes, build_new, dispatched_type, model_of
 from .stamps import HandledStamp
 
 MESSAGE_ID_HEADER = "Messenger-Message-Id"
@@ -106,12 +106,10 @@ class MessengerViewMixin:
 
     def attach_persister(self, serializer: serializers.BaseSerializer[Any]) -> None:
         """Make ``serializer.save()`` hand its object to the persister."""
-        message_class = self.message_class
-        if self.messenger is True and isinstance(serializer, serializers.ModelSerializer):
-            message_class = None  # the resource itself, a model instance
+        cls = dispatched_type(self, type(serializer))
 
         def create(validated_data: dict[str, Any]) -> Any:
-            obj = build_new(serializer, validated_data, message_class)
+            obj = build_new(serializer, validated_data, cls)
             self.messenger_persister.persist(
                 obj, operation=self.action or "create", fields=validated_data, lookup=self.messenger_lookup()
             )
@@ -119,9 +117,9 @@ class MessengerViewMixin:
 
         def update(instance: Any, validated_data: dict[str, Any]) -> Any:
             obj = (
-                build_new(serializer, validated_data, message_class)
-                if message_class is not None
-                else apply_changes(instance, validated_data)
+                apply_changes(instance, validated_data)
+                if cls is not None and cls is model_of(serializer)  # the resource, changed
+                else build_new(serializer, validated_data, cls)
             )
             self.messenger_persister.persist(
                 obj, operation=self.action or "update", fields=validated_data, lookup=self.messenger_lookup()
@@ -216,7 +214,7 @@ class MessengerDestroyMixin(MessengerViewMixin):
         if self.messenger == "input":
             serializer = self.get_messenger_serializer(data=self.request.data)
             serializer.is_valid(raise_exception=True)
-            obj = build_new(serializer, serializer.validated_data, self.message_class)
+            obj = build_new(serializer, serializer.validated_data, dispatched_type(self, type(serializer)))
         self.messenger_persister.remove(
             obj, operation=self.action or "destroy", lookup=self.messenger_lookup()
         )

@@ -77,8 +77,5 @@ class RetryGuard(Middleware):
             "The retry of message %s could not be enqueued: it is dead-lettered instead of acknowledged.",
             message.message_id,
         )
-        options = message.options
-        options[ERROR] = clip(
-            f"{RETRY_NOT_ENQUEUED}. Last error: {options.get(ERROR) or describe(exception)}"
-        )
+        message.options[ERROR] = clip(f"{RETRY_NOT_ENQUEUED}. Last error: {describe(exception)}")
         message.fail()

@@ -22,9 +22,10 @@ from django_messenger.checks import (
     check_handlers,
     check_routing,
     check_views,
-    dispatched_type,
 )
+from django_messenger.exceptions import HandlerError, HandlerErrorCode
 from django_messenger.mixins import MessengerMixin
+from django_messenger.persisters import dispatched_type
 from django_messenger.transports.dramatiq.binding import binding
 from django_messenger.viewsets import MessengerViewSet
 from tests.testapp.messages import Ping
@@ -234,7 +235,8 @@ def test_e011_serializer_fields_that_do_not_fit_the_message_signature(settings: 
     ids=lambda value: getattr(value, "__name__", repr(value)),
 )
 def test_dispatched_type_of_each_kind_of_view(view: type, expected: type | None) -> None:
-    assert dispatched_type(view) is expected
+    serializer_class = view.input_serializer_class if view.messenger == "input" else view.serializer_class
+    assert dispatched_type(view, serializer_class) is expected
 
 
 # -- E002 / E003 / E007: handlers -------------------------------------------------------
@@ -291,6 +293,41 @@ def test_e003_a_handler_whose_actor_name_another_actor_took(scratch: Any) -> Non
 
     assert ids(errors) == ["django_messenger.E003"]
     assert "already taken" in errors[0].msg
+
+
+@pytest.mark.parametrize("wording", ["le nom d'acteur est déjà pris", "name clash with another actor"])
+def test_e003_is_keyed_on_the_error_code_whatever_its_wording(scratch: Any, wording: str) -> None:
+    # Given a handler refused because another actor took its name, its error worded otherwise
+    dramatiq.actor(lambda: None, broker=binding.broker, actor_name="tests.reworded_actor")
+
+    @handler(actor_name="tests.reworded_actor")
+    def on_order(message: Order) -> None: ...
+
+    declared = scratch(on_order)
+    assert declared.error is not None
+    declared.error = HandlerError(declared.error.code, wording)
+
+    # When the handler checks run
+    errors = check_handlers()
+
+    # Then it is still an E003, with the error's own words
+    assert ids(errors) == ["django_messenger.E003"]
+    assert wording in errors[0].msg
+
+
+def test_an_actor_refused_for_another_reason_is_e007_even_if_its_text_says_already_taken(
+    scratch: Any,
+) -> None:
+    # Given a handler whose actor Dramatiq refused, with an error text that mentions "already taken"
+    @handler
+    def on_order(message: Order) -> None: ...
+
+    scratch(on_order).error = HandlerError(
+        HandlerErrorCode.ACTOR_REFUSED, "the queue name 'q' is already taken by another broker"
+    )
+
+    # Then the check goes by the code: E007, not E003
+    assert ids(check_handlers()) == ["django_messenger.E007"]
 
 
 def test_e007_a_handler_with_an_actor_option_the_broker_does_not_know(scratch: Any) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from django_messenger import conf
 from django_messenger.conf import DEFAULTS, SYNC_TRANSPORT, MessengerSettings, messenger_settings, on_reload
@@ -69,8 +72,47 @@ def test_values_are_coerced_to_their_types(settings: Any) -> None:
 def test_a_messenger_setting_that_is_not_a_dict_raises(settings: Any) -> None:
     settings.MESSENGER = ["DEFAULT_TRANSPORT", "sync"]
 
-    with pytest.raises(TypeError, match="settings.MESSENGER must be a dict, not list"):
+    with pytest.raises(ImproperlyConfigured, match="settings.MESSENGER must be a dict, not list"):
         messenger_settings.DEFAULT_TRANSPORT  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("PUBLISH_TIMEOUT", "soon"), ("DELAY_HOP", None), ("RETRY_AFTER", "5s"), ("ROUTING", ["*"])],
+)
+def test_a_value_that_cannot_be_read_as_its_type_names_the_key(settings: Any, key: str, value: Any) -> None:
+    # Given a key whose value is not of its type
+    settings.MESSENGER = {key: value}
+
+    # Then reading any setting says which key, and what it holds
+    with pytest.raises(ImproperlyConfigured, match=re.escape(f"MESSENGER[{key!r}] is {value!r}")):
+        messenger_settings.DEFAULT_TRANSPORT  # noqa: B018
+
+
+def test_the_settings_are_a_frozen_dataclass() -> None:
+    # Given the settings object read from MESSENGER
+    current = conf.messenger_settings.current  # type: ignore[attr-defined]
+
+    # Then it is a MessengerSettings instance whose fields cannot be reassigned
+    assert isinstance(current, MessengerSettings)
+    with pytest.raises(AttributeError):
+        current.RETRY_AFTER = 1  # type: ignore[misc]
+
+
+def test_the_removed_publisher_key_is_not_a_setting(settings: Any) -> None:
+    # Given a MESSENGER that still names the removed PUBLISHER key (E009 reports it)
+    settings.MESSENGER = {"PUBLISHER": "pipelined"}
+
+    # Then the settings have no such field, and the other keys still read
+    assert "PUBLISHER" not in {field.name for field in dataclasses.fields(MessengerSettings)}
+    assert "PUBLISHER" not in DEFAULTS
+    assert messenger_settings.DEFAULT_TRANSPORT == "async"
+
+
+def test_unknown_keys_are_ignored(settings: Any) -> None:
+    settings.MESSENGER = {"NO_SUCH_KEY": 1, "RETRY_AFTER": 9}
+
+    assert messenger_settings.RETRY_AFTER == 9
 
 
 # -- TRANSPORTS -----------------------------------------------------------------------
@@ -110,17 +152,21 @@ def test_merging_does_not_change_the_defaults_or_the_setting(settings: Any) -> N
     settings.MESSENGER = {"TRANSPORTS": user_transports}
 
     transports = messenger_settings.TRANSPORTS
-    transports["async"]["queue_name"] = "mutated"
+    with pytest.raises(TypeError):
+        transports["async"]["queue_name"] = "mutated"  # type: ignore[index]
+    user_transports["async"]["queue_name"] = "changed after reading"
 
     assert DEFAULTS["TRANSPORTS"] == {"async": {"queue_name": "default"}}
-    assert user_transports == {"async": {"queue_name": "mine"}}
     assert messenger_settings.TRANSPORTS == {"async": {"queue_name": "mine"}}
 
 
-def test_routing_is_a_copy(settings: Any) -> None:
-    settings.MESSENGER = {"ROUTING": {"*": "sync"}}
+def test_routing_is_a_read_only_copy(settings: Any) -> None:
+    routing = {"*": "sync"}
+    settings.MESSENGER = {"ROUTING": routing}
 
-    messenger_settings.ROUTING["*"] = "mutated"
+    with pytest.raises(TypeError):
+        messenger_settings.ROUTING["*"] = "mutated"  # type: ignore[index]
+    routing["*"] = "changed after reading"
 
     assert messenger_settings.ROUTING == {"*": "sync"}
 
@@ -141,22 +187,21 @@ def test_the_settings_reload_when_messenger_changes(settings: Any) -> None:
 
 
 def test_an_unrelated_setting_change_keeps_the_cache(settings: Any) -> None:
-    messenger_settings.DEFAULT_TRANSPORT  # noqa: B018  (fills the cache)
-    cached = messenger_settings.__dict__["_user"]
+    cached = conf.messenger_settings.current  # type: ignore[attr-defined]
 
     settings.DEBUG = not settings.DEBUG
 
-    assert messenger_settings.__dict__.get("_user") is cached
+    assert conf.messenger_settings.current is cached  # type: ignore[attr-defined]
 
 
 def test_values_are_cached_until_reload() -> None:
-    fresh = MessengerSettings()
-    fresh.DEFAULT_TRANSPORT  # noqa: B018
-    first = fresh.__dict__["_user"]
+    fresh = conf._LazySettings()
+    first = fresh.current
 
-    assert fresh._user is first
+    assert fresh.current is first
     fresh.reload()
-    assert "_user" not in fresh.__dict__
+    assert fresh.current is not first
+    assert fresh.current == first
 
 
 def test_reload_callbacks_run_when_messenger_changes(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:

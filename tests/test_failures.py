@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from io import StringIO
@@ -12,13 +13,14 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from dramatiq import Message
 from dramatiq.common import current_millis
+from dramatiq.middleware import CurrentMessage
 
-from django_messenger import bus, failures
+from django_messenger import bus, failures, handler
 from django_messenger.delays import ETA
 from django_messenger.encoding import encode_envelope
 from django_messenger.envelope import Envelope
 from django_messenger.exceptions import FailedMessageGone
-from django_messenger.failures import ERROR, HELD, MAX_ERROR_TEXT, TRACEBACK, TRIES
+from django_messenger.failures import ERROR, FIRST_FAILED_AT, HELD, MAX_ERROR_TEXT, RETRIES, TRACEBACK
 from django_messenger.locator import locator
 from django_messenger.models import FailedMessage
 from django_messenger.testing import drain
@@ -319,7 +321,7 @@ def test_a_held_failure_is_stored_once_without_running_the_handler(broker):
             HELD: 1,
             ERROR: "OperationalError: the database was down",
             TRACEBACK: "Traceback ...",
-            TRIES: 4,
+            RETRIES: 3,  # tries = retries + 1
         },
     )
     binding.broker.enqueue(held)
@@ -418,3 +420,72 @@ def test_a_retry_before_the_due_time_waits_the_rest_of_the_delay(broker):
     [resent] = queued(broker)
     assert resent.options[ETA] == due
     assert resent.options["eta"] > current_millis() + 60_000
+
+
+# -- the failure notes come from Dramatiq's own options -----------------------------------
+
+
+@dataclasses.dataclass
+class TwoFailures:
+    text: str
+
+
+class GiveUp(Exception):
+    """In the handler's ``throws``: not retried."""
+
+
+def test_a_retry_carries_dramatiqs_options_and_the_first_failure_time_only(broker, scratch):
+    # Given a handler that fails once (retried), then with an error in its throws
+    seen: list[dict[str, Any]] = []
+
+    @handler(max_retries=3, min_backoff=1, max_backoff=1, throws=(GiveUp,))
+    def fails_twice(message: TwoFailures) -> None:
+        current = CurrentMessage.get_current_message()
+        assert current is not None
+        seen.append(dict(current.options))
+        if len(seen) == 1:
+            raise ValueError("first try")
+        raise GiveUp("second try")
+
+    # When it is dispatched and the worker runs it
+    envelope = bus.dispatch(TwoFailures(text="x"))
+    drain(fail_fast=False)
+
+    # Then the retry carried Dramatiq's retries and traceback, and messenger's first failure time,
+    # and none of messenger's former copies of them
+    assert [options.get(RETRIES, 0) for options in seen] == [0, 1]
+    retry = seen[1]
+    assert "ValueError: first try" in retry[TRACEBACK]
+    assert isinstance(retry[FIRST_FAILED_AT], int)
+    assert not {"messenger_tries", "messenger_error", "messenger_traceback"} & set(retry)
+
+    # And the stored failure counts both tries (Retries does not count a failure in throws),
+    # with the final error and its traceback, and the first failure's time
+    failed = FailedMessage.objects.get(message_id=envelope.message_id)
+    assert failed.tries == 2
+    assert failed.error == "tests.test_failures.GiveUp: second try"
+    assert "raise GiveUp" in failed.traceback and "first try" not in failed.traceback
+    assert int(failed.first_failed_at.timestamp() * 1000) == retry[FIRST_FAILED_AT]
+    assert failed.first_failed_at <= failed.last_failed_at
+
+
+def test_a_held_copy_carries_the_tries_as_dramatiqs_retries(broker):
+    # Given a message that failed for good on its third try while the database was down
+    message: Message[Any] = Message(
+        queue_name="default",
+        actor_name=FLAKY,
+        args=(encode_envelope(Envelope(Flaky("held"))),),
+        kwargs={},
+        options={RETRIES: 3, FIRST_FAILED_AT: 123},
+    )
+
+    # When its failure is held on the broker
+    held = failures.hold(message, error="boom", traceback="Traceback ...", tries=3)
+
+    # Then the copy carries the tries as Dramatiq's retries (tries - 1), which a worker reads back
+    assert held.options[RETRIES] == 2 and failures.tries(held) == 3
+    assert (held.options[ERROR], held.options[TRACEBACK], held.options[FIRST_FAILED_AT]) == (
+        "boom",
+        "Traceback ...",
+        123,
+    )

@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.utils import module_loading
 
 from django_messenger import Envelope, MessageDecodingFailed, NoHandlerForMessage, UnknownMessageType, handler
+from django_messenger.exceptions import HandlerErrorCode
 from django_messenger.locator import locator
 from django_messenger.message_types import message_types, type_name
 from django_messenger.transports.dramatiq.binding import DEFAULT_ACTOR_OPTIONS, binding
@@ -204,7 +205,8 @@ def test_a_handler_without_an_annotation_gets_an_error_and_no_actor(scratch: Any
 
     declared = scratch(on_anything)
     assert declared.message_type is None
-    assert "no type annotation" in declared.error
+    assert "no type annotation" in str(declared.error)
+    assert declared.error is not None and declared.error.code is HandlerErrorCode.NO_MESSAGE_TYPE
     assert binding.actor_of(declared) is None
     assert declared.actor_name not in binding.broker.actors
 
@@ -216,8 +218,8 @@ def test_an_unresolvable_string_annotation_is_an_error(scratch: Any) -> None:
 
     declared = scratch(on_missing)
     assert declared.message_type is None
-    assert "cannot be resolved" in declared.error
-    assert "NoSuchMessage" in declared.error
+    assert "cannot be resolved" in str(declared.error)
+    assert "NoSuchMessage" in str(declared.error)
     assert binding.actor_of(declared) is None
 
 
@@ -225,7 +227,7 @@ def test_a_handler_without_parameters_is_an_error(scratch: Any) -> None:
     @handler
     def on_nothing() -> None: ...
 
-    assert "takes no parameter" in scratch(on_nothing).error
+    assert "takes no parameter" in str(scratch(on_nothing).error)
 
 
 def test_an_annotation_that_is_not_a_class_is_an_error(scratch: Any) -> None:
@@ -234,7 +236,7 @@ def test_an_annotation_that_is_not_a_class_is_an_error(scratch: Any) -> None:
 
     declared = scratch(on_maybe)
     assert declared.message_type is None
-    assert "not a class" in declared.error
+    assert "not a class" in str(declared.error)
 
 
 def test_an_explicit_type_that_is_not_a_class_is_an_error(scratch: Any) -> None:
@@ -243,7 +245,7 @@ def test_an_explicit_type_that_is_not_a_class_is_an_error(scratch: Any) -> None:
 
     declared = scratch(on_order)
     assert declared.message_type is None
-    assert "is not a class" in declared.error
+    assert "is not a class" in str(declared.error)
     assert not locator.has_handlers(str)
 
 
@@ -252,7 +254,8 @@ def test_an_actor_option_the_broker_does_not_know_is_an_error(scratch: Any) -> N
     def on_order(message: Order) -> None: ...
 
     declared = scratch(on_order)
-    assert "no_such_option" in declared.error
+    assert "no_such_option" in str(declared.error)
+    assert declared.error is not None and declared.error.code is HandlerErrorCode.ACTOR_REFUSED
     assert binding.actor_of(declared) is None
 
 
@@ -261,7 +264,7 @@ def test_an_invalid_queue_name_is_an_error(scratch: Any) -> None:
     def on_order(message: Order) -> None: ...
 
     declared = scratch(on_order)
-    assert "Queue names" in declared.error
+    assert "Queue names" in str(declared.error)
     assert binding.actor_of(declared) is None
 
 
@@ -277,7 +280,8 @@ def test_a_second_handler_with_the_same_actor_name_gets_an_error(scratch: Any) -
     # Then the first keeps the actor and the second is refused
     assert scratch(first).error is None
     assert binding.broker.actors["tests.same_name"].messenger_handler is scratch(first)
-    assert "already taken" in scratch(second).error
+    assert "already taken" in str(scratch(second).error)
+    assert scratch(second).error.code is HandlerErrorCode.ACTOR_NAME_TAKEN
     assert binding.actor_of(scratch(second)) is None
     assert locator.handler_named("tests.same_name") is scratch(first)
 
@@ -290,7 +294,7 @@ def test_an_actor_name_taken_by_a_plain_dramatiq_actor_is_an_error(scratch: Any)
     @handler(actor_name="tests.plain_actor")
     def on_order(message: Order) -> None: ...
 
-    assert "already taken" in scratch(on_order).error
+    assert "already taken" in str(scratch(on_order).error)
 
 
 def test_a_handler_whose_actor_could_not_be_declared_is_not_dispatched_to(scratch: Any) -> None:

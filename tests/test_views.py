@@ -14,12 +14,14 @@ from rest_framework import serializers
 from rest_framework.test import APIRequestFactory
 
 from django_messenger.encoding import decode_envelope
+from django_messenger.persisters import dispatched_type
 from django_messenger.stamps import OperationStamp, RemoveStamp, UserStamp
 from django_messenger.viewsets import MessengerViewSet
 from tests.conftest import queued
 from tests.testapp.messages import Ping, RenameArticle
 from tests.testapp.models import Article, Effect
 from tests.testapp.serializers import PingSerializer
+from tests.testapp.views import ArticleViewSet, PingViewSet, RenameArticleViewSet
 
 pytestmark = pytest.mark.django_db
 
@@ -408,3 +410,31 @@ class TestAtomicRequests:
 
         assert response.status_code == 202
         assert Effect.objects.filter(payload__text="committed").exists()
+
+
+class TestOneRuleForTheDispatchedType:
+    """The view and the system checks ask one function which type a view dispatches."""
+
+    @pytest.mark.parametrize(
+        ("method", "url", "body", "view"),
+        [
+            ("post", "/pings/", {"text": "hi"}, PingViewSet),
+            ("post", "/articles/", {"title": "Emma", "price": "3.10"}, ArticleViewSet),
+            ("put", "/articles/{pk}/", {"title": "Emma", "price": "3.10"}, ArticleViewSet),
+            ("put", "/renamed-articles/{pk}/", {"title": "Arrakis"}, RenameArticleViewSet),
+            ("delete", "/renamed-articles/{pk}/", {"title": "gone"}, RenameArticleViewSet),
+        ],
+    )
+    def test_the_view_dispatches_what_dispatched_type_names(
+        self, api_client: Any, broker: Any, article: Article, method: str, url: str, body: Any, view: type
+    ) -> None:
+        # Given the type that the checks (E001, E006, E011) take for the view
+        serializer_class = view.input_serializer_class if view.messenger == "input" else view.serializer_class
+        expected = dispatched_type(view, serializer_class)
+
+        # When a valid write goes through the view
+        response = getattr(api_client, method)(url.format(pk=article.pk), body, format="json")
+
+        # Then the message it dispatched is of that type
+        assert_empty_202(response)
+        assert type(only_envelope(broker).message) is expected

@@ -142,3 +142,33 @@ def test_messenger_failed_end_to_end(own_queue, own_worker):
     unknown = messenger_failed(env, "retry", str(uuid.uuid4()))
     assert unknown.returncode != 0
     assert "No failed message" in unknown.stderr
+
+
+def test_a_failure_record_from_a_real_worker(own_queue, own_worker):
+    # Given a message whose handler (max_retries=1) fails on every try, under rundramatiq on RabbitMQ
+    broker = confirming_broker(own_queue)
+    try:
+        envelope, message = envelope_message(own_queue, FLAKY, Flaky(text="record"))
+        broker.enqueue(message)
+    finally:
+        broker.close()
+
+    # When its retries are exhausted
+    wait_for(
+        lambda: FailedMessage.objects.filter(message_id=envelope.message_id).exists(),
+        what="the failure to be stored",
+    )
+
+    # Then each try saw its ReceivedStamp (through Dramatiq's CurrentMessage) with Dramatiq's retries
+    tries = Effect.objects.filter(handler="flaky-try", message_id=envelope.message_id).order_by("id")
+    assert [effect.payload["retries"] for effect in tries] == [0, 1]
+
+    # And the record has what docs/reliability.md lists: tries (Dramatiq's retries + 1), the error,
+    # its traceback, and when the message first and last failed
+    failed = FailedMessage.objects.get(message_id=envelope.message_id)
+    assert failed.handler == FLAKY and failed.queue_name == own_queue
+    assert failed.tries == 2
+    assert failed.error == "tests.testapp.handlers.NotFixedYet: record is not fixed yet"
+    assert failed.traceback.startswith("Traceback (most recent call last)")
+    assert "raise NotFixedYet" in failed.traceback
+    assert failed.first_failed_at < failed.last_failed_at

@@ -7,7 +7,7 @@ import time
 from django.http import HttpResponse
 
 from django_messenger import Envelope, handler
-from django_messenger.stamps import OperationStamp, RemoveStamp
+from django_messenger.stamps import OperationStamp, ReceivedStamp, RemoveStamp
 
 from .messages import Compute, Everything, Flaky, Ping, PlainGreeting, RenameArticle, Shout, Work
 from .models import Article, Effect
@@ -75,6 +75,12 @@ class NotFixedYet(RuntimeError):
 @handler(max_retries=1, min_backoff=10, max_backoff=20)
 def flaky(message: Flaky, envelope: Envelope) -> None:
     if not Effect.objects.filter(handler="fixed", payload__text=message.text).exists():
+        received_stamp = envelope.last(ReceivedStamp)
+        Effect.objects.create(
+            handler="flaky-try",
+            message_id=envelope.message_id,
+            payload={"retries": received_stamp.retries if received_stamp is not None else None},
+        )
         raise NotFixedYet(f"{message.text} is not fixed yet")
     Effect.objects.create(handler="flaky", message_id=envelope.message_id, payload={"text": message.text})
 

@@ -28,7 +28,7 @@ from ...conf import SYNC_TRANSPORT, messenger_settings
 from ...dramatiq_encoder import needs_measuring
 from ...encoding import decode_envelope
 from ...envelope import Envelope
-from ...exceptions import MessageDecodingFailed, MessengerError
+from ...exceptions import HandlerError, HandlerErrorCode, MessageDecodingFailed, MessengerError
 from ...limits import check_envelope_size
 from ...locator import Handler, handler_registered, locator
 from ...message_types import message_types
@@ -136,9 +136,10 @@ class Binding:
             if existing is not None:
                 if getattr(existing, "messenger_handler", None) is handler:
                     return
-                error = (
+                error = HandlerError(
+                    HandlerErrorCode.ACTOR_NAME_TAKEN,
                     f"the actor name {handler.actor_name!r} is already taken by another actor; "
-                    f"pass actor_name= to @handler"
+                    f"pass actor_name= to @handler",
                 )
                 logger.error("Handler %s not declared: %s.", handler.fn, error)
                 locator.refuse(handler, error)
@@ -147,7 +148,7 @@ class Binding:
                 _declare_handler_actor(handler, broker, self.queue_of(handler))
             except ValueError as exc:
                 logger.error("Handler %s not declared: %s", handler.fn, exc)
-                locator.refuse(handler, str(exc))
+                locator.refuse(handler, HandlerError(HandlerErrorCode.ACTOR_REFUSED, str(exc)))
 
     def declare_fanout_actors(self) -> None:
         """One fan-out actor on the queue of each Dramatiq transport."""
