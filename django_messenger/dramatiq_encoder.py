@@ -54,20 +54,23 @@ class BoundedJSONEncoder(JSONEncoder):
     """
 
     def decode(self, data: bytes) -> MessageData:
-        bound = max_body_size()
-        if bound and len(data) > bound:
+        limit = messenger_settings.MAX_MESSAGE_SIZE
+        size = len(data)
+        if not limit or size <= limit:  # the common case: one settings read, one comparison
+            return super().decode(data)
+        bound = 2 * limit + OPTIONS_ALLOWANCE  # max_body_size()
+        if size > bound:
             raise DecodeError(
-                f"The message is {len(data)} bytes, more than the {bound} bytes a worker parses "
+                f"The message is {size} bytes, more than the {bound} bytes a worker parses "
                 f"(MESSENGER['MAX_MESSAGE_SIZE']); it was not read.",
                 data[:64],
                 None,
             )
         decoded = super().decode(data)
-        limit = messenger_settings.MAX_MESSAGE_SIZE
-        if limit and len(data) > limit and isinstance(decoded, dict):
+        if isinstance(decoded, dict):
             options = decoded.get("options")
             if isinstance(options, dict):
-                options[BODY_SIZE] = len(data)
+                options[BODY_SIZE] = size
         return decoded
 
 

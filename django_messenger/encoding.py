@@ -294,7 +294,8 @@ def _decode_fields(cls: type, checks: dict[str, Check], body: dict[str, Any], de
     name = ""
     try:
         for name, value in body.items():
-            values[name] = checks[name](decode_value(value, depth))
+            # JSON's scalars are their own decoding: no call for them (the worker's hot path)
+            values[name] = checks[name](value if type(value) in _PLAIN else decode_value(value, depth))
     except MessageDecodingFailed as exc:
         raise MessageDecodingFailed(f"{cls.__qualname__}.{name}: {exc}") from None
     return values
