@@ -19,10 +19,11 @@ if BROKER == "redis":
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
         "OPTIONS": {
-            # redis-py reads its socket timeouts from the URL only (django_messenger.W006)
+            # redis-py reads its socket timeouts from the URL only; connecting plus answering
+            # within PUBLISH_TIMEOUT (django_messenger.W006)
             "url": os.environ.get("MESSENGER_BROKER_URL", "redis://127.0.0.1:6379/0")
             + "?socket_timeout={0}&socket_connect_timeout={0}".format(
-                os.environ.get("MESSENGER_REDIS_SOCKET_TIMEOUT", "2")
+                float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")) / 2
             ),
             # A namespace of the test run's own, so that runs sharing the server do not collide
             "namespace": os.environ["MESSENGER_REDIS_NAMESPACE"],

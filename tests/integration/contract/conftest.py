@@ -17,7 +17,7 @@ from tests.faultproxy import FaultProxy
 from ..processes import Process, start_server, start_worker
 from .brokers import BROKERS, ContractBroker
 
-#: PUBLISH_TIMEOUT of the contract's processes (s); on Redis also the sockets' timeouts.
+#: PUBLISH_TIMEOUT of the contract's processes (s); on Redis, half of it is each socket timeout.
 PUBLISH_TIMEOUT = 1.5
 #: DELAY_HOP of the contract's processes (s): a delay of a few seconds takes several hops.
 DELAY_HOP = 1.0
@@ -38,7 +38,6 @@ def broker_env(broker: ContractBroker, process_env: dict[str, str], queue: str) 
         **broker.env(),
         "MESSENGER_QUEUE": queue,
         "MESSENGER_PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT),
-        "MESSENGER_REDIS_SOCKET_TIMEOUT": str(PUBLISH_TIMEOUT),
         "MESSENGER_DELAY_HOP": str(DELAY_HOP),
     }
 
