@@ -17,7 +17,8 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUE
 BROKER = os.environ.get("MESSENGER_TEST_BROKER", "rabbitmq")
 if BROKER == "redis":
     DRAMATIQ_BROKER = {
-        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        # Dramatiq's own, or messenger's (MESSENGER_REDIS_BROKER=django_messenger.brokers.redis.RedisBroker)
+        "BROKER": os.environ.get("MESSENGER_REDIS_BROKER", "dramatiq.brokers.redis.RedisBroker"),
         "OPTIONS": {
             # redis-py reads its socket timeouts from the URL only; connecting plus answering
             # within PUBLISH_TIMEOUT (django_messenger.W006)

@@ -20,7 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from ..conftest import AMQP_URL, delete_queues
 from ..processes import port_open
-from ..rabbit import queue_depth
+from ..rabbit import publish_raw, queue_depth
 
 
 class ContractBroker:
@@ -32,6 +32,8 @@ class ContractBroker:
 
     name: ClassVar[str]
     port: ClassVar[int]
+    #: What a worker's environment needs for it to dead-letter bodies that are not messages.
+    dead_lettering_env: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
         self.run = uuid.uuid4().hex[:12]
@@ -67,6 +69,10 @@ class ContractBroker:
         """How many messages ``queue``'s dead letters hold."""
         raise NotImplementedError
 
+    def put_raw(self, queue: str, body: bytes) -> None:
+        """Put ``body`` on ``queue`` as it is, where the broker's consumers read message bodies."""
+        raise NotImplementedError
+
     def cleanup(self) -> None:
         raise NotImplementedError
 
@@ -84,6 +90,9 @@ class Rabbitmq(ContractBroker):
     def dead_letters(self, queue: str) -> int:
         return queue_depth(f"{queue}.XQ")
 
+    def put_raw(self, queue: str, body: bytes) -> None:
+        publish_raw(queue, body)
+
     def cleanup(self) -> None:
         if self.queues:
             delete_queues(*self.queues)
@@ -97,6 +106,10 @@ REDIS_HEARTBEAT_TIMEOUT = 3000
 class Redis(ContractBroker):
     name = "redis"
     port = 6379
+    #: Dramatiq's own RedisBroker leaves such a body unacknowledged (django_messenger/brokers/redis.py)
+    dead_lettering_env: ClassVar[dict[str, str]] = {
+        "MESSENGER_REDIS_BROKER": "django_messenger.brokers.redis.RedisBroker"
+    }
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,6 +136,13 @@ class Redis(ContractBroker):
 
     def dead_letters(self, queue: str) -> int:
         return int(self._redis().zcard(f"{self.namespace}:{queue}.XQ"))
+
+    def put_raw(self, queue: str, body: bytes) -> None:
+        # As dispatch.lua's enqueue: the body in the queue's hash, its id at the end of the list
+        redis_id = str(uuid.uuid4())
+        server = self._redis()
+        server.hset(f"{self.namespace}:{queue}.msgs", redis_id, body)
+        server.rpush(f"{self.namespace}:{queue}", redis_id)
 
     def cleanup(self) -> None:
         server = self._redis()

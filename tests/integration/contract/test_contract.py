@@ -171,6 +171,25 @@ def test_poison_is_dead_lettered_and_the_worker_goes_on(contract_broker, own_env
     assert all(failed.tries == 1 for failed in FailedMessage.objects.all())
 
 
+def test_bytes_that_are_not_a_message_are_dead_lettered_and_the_worker_goes_on(
+    contract_broker, own_env, log_dir, workers
+):
+    queue = own_env["MESSENGER_QUEUE"]
+    env = {**own_env, **contract_broker.dead_lettering_env}
+    workers.append(start_worker(env, log_dir, queues=[queue], threads=2))
+    # Given bytes that are not even JSON on the queue, then good messages
+    contract_broker.put_raw(queue, b'{"queue_name": "not json')
+    good = []
+    for n in range(3):
+        envelope, message = envelope_message(queue, PING, Ping(text=f"after the bytes {n}"))
+        good.append(envelope.message_id)
+        enqueue(contract_broker, message)
+
+    # Then the good ones are handled, and the bytes are dead-lettered
+    wait_for(lambda: all(handled(message_id) for message_id in good), what="the good messages")
+    wait_for(lambda: contract_broker.dead_letters(queue) == 1, what="the bytes dead-lettered")
+
+
 # --- faults: the broker unreachable, a worker killed ----------------------------------------------
 
 
