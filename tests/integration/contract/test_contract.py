@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import requests
 
 from django_messenger.models import FailedMessage
+from tests.faultproxy import FaultProxy
 from tests.testapp.messages import Flaky, Ping, Work
 from tests.testapp.models import Article, Effect
 
@@ -134,6 +136,53 @@ def test_retries_then_the_failure_store_then_messenger_failed_retry(
     assert retried.returncode == 0, retried.stderr
     wait_for(lambda: handled(envelope.message_id, "flaky"), what="the retried message")
     assert not FailedMessage.objects.filter(message_id=envelope.message_id).exists()
+
+
+#: What a worker logs when it holds a failure it could not store (failures.hold).
+HELD = "could not be stored ("
+
+
+@pytest.fixture
+def database_proxy() -> Iterator[FaultProxy]:
+    """A FaultProxy in front of PostgreSQL, for the worker only (the test talks to it directly)."""
+    with FaultProxy(upstream=("127.0.0.1", 5432)) as proxy:
+        yield proxy
+
+
+def test_a_failure_while_the_database_is_down_is_held_then_stored(
+    contract_broker, own_env, log_dir, workers, database_proxy
+):
+    # Given a worker whose database connection runs through the proxy
+    env = {**own_env, "MESSENGER_TEST_DB_PORT": str(database_proxy.port)}
+    queue = env["MESSENGER_QUEUE"]
+    worker = start_worker(env, log_dir, queues=[queue], threads=2)
+    workers.append(worker)
+
+    # When PostgreSQL becomes unreachable from it, and a handler fails for good meanwhile
+    database_proxy.reset()
+    envelope, message = envelope_message(queue, FLAKY, Flaky(text=f"outage {uuid.uuid4()}"))
+    enqueue(contract_broker, message)
+
+    # Then its failure is held on the broker (a delayed copy), again and again while the database is down
+    def holds() -> int:
+        return sum(1 for line in worker.log().splitlines() if "[django_messenger]" in line and HELD in line)
+
+    wait_for(lambda: holds() >= 2, timeout=30, what="the failure to be held twice")
+    assert not FailedMessage.objects.filter(message_id=envelope.message_id).exists()
+
+    # When the database is back, Then the failure is stored, once, and `retry` has it handled
+    database_proxy.restore()
+    failed = wait_for(
+        lambda: FailedMessage.objects.filter(message_id=envelope.message_id).first(),
+        timeout=30,
+        what="the failure to be stored",
+    )
+    assert failed.handler == FLAKY and failed.tries == 2 and "OperationalError" in failed.error
+    Effect.objects.create(handler="fixed", message_id=uuid.uuid4(), payload={"text": envelope.message.text})
+    retried = manage(env, "messenger_failed", "retry", str(envelope.message_id))
+    assert retried.returncode == 0, retried.stderr
+    wait_for(lambda: handled(envelope.message_id, "flaky"), what="the retried message to be handled")
+    assert FailedMessage.objects.filter(message_id=envelope.message_id).count() == 0
 
 
 def poison(queue: str) -> list[tuple[str, str, dict[str, object]]]:
