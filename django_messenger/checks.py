@@ -174,8 +174,9 @@ def _redis_timeout_warnings(broker: Any) -> list[checks.CheckMessage]:
     ]
 
 
-#: The Redis settings under which a 202 survives a Redis restart: every write in the AOF, fsynced.
-DURABLE_REDIS = {"appendonly": "yes", "appendfsync": "always"}
+#: The Redis settings under which a 202 survives a Redis restart (every write in the AOF, fsynced)
+#: and a full memory (a write refused, never a queued message evicted).
+DURABLE_REDIS = {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"}
 
 
 @checks.register("messenger", deploy=True)
@@ -187,7 +188,7 @@ def check_redis_durability(
     if broker is None or not _is_redis_broker(broker):
         return []
     try:
-        config = broker.client.config_get("append*")
+        config = broker.client.config_get(*DURABLE_REDIS)
     except Exception as exc:  # CONFIG renamed or disabled (managed Redis), or the server unreachable
         found = f"its persistence settings could not be read ({type(exc).__name__})"
     else:
@@ -198,10 +199,11 @@ def check_redis_durability(
         checks.Warning(
             f"The Redis broker may lose accepted messages: {found}. A 202 on Redis means the message is "
             "in Redis's memory; a Redis restart or crash loses it unless every write is appended to "
-            "the AOF and fsynced.",
+            "the AOF and fsynced, and a full Redis evicts it unless eviction is off.",
             hint=(
-                "Run Redis with 'appendonly yes' and 'appendfsync always', or accept that a 202 can be "
-                "lost (see docs/transports.md). Managed Redis: check its persistence settings."
+                "Run Redis with 'appendonly yes', 'appendfsync always' and 'maxmemory-policy noeviction', "
+                "or accept that a 202 can be lost (see docs/transports.md). Managed Redis: check its "
+                "persistence and eviction settings."
             ),
             obj="DRAMATIQ_BROKER",
             id="django_messenger.W007",

@@ -1,16 +1,14 @@
 """W006 / W007: a Redis broker whose sends are not bounded by PUBLISH_TIMEOUT, or that can lose a 202.
 
 W006 reads the connection a broker's pool would make (no network); W007 asks a real Redis
-(``check --deploy`` only): the machine's, which runs without persistence, and one started
-here with an fsynced append-only file.
+(``check --deploy`` only): redis-servers started here with the settings under test.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.core import checks
@@ -21,8 +19,6 @@ from redis.retry import Retry
 from django_messenger.checks import check_broker, check_redis_durability, redis_send_bound
 from django_messenger.transports.dramatiq.binding import binding
 from tests.integration.processes import free_port, port_open, wait_for
-
-REDIS_PORT = 6379
 
 
 @pytest.fixture
@@ -106,13 +102,40 @@ def test_w007_is_a_deployment_check_only():
     assert check_redis_durability not in checks.registry.registry.get_checks(include_deployment_checks=False)
 
 
-def test_redis_without_an_fsynced_aof_is_w007(redis_broker):
-    if not port_open(REDIS_PORT):
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not listening on 127.0.0.1:6379 (CI must start it).")
-        pytest.skip("Redis is not listening on 127.0.0.1:6379.")
-    # Given the machine's Redis, which runs without appendonly (.ci/run's ensure_redis)
-    redis_broker("redis://127.0.0.1:6379/0?socket_timeout=2&socket_connect_timeout=2")
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[Callable[..., int]]:
+    """``start(*options)``: a redis-server of this test with those options; returns its port."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed.")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*options: str) -> int:
+        port = free_port()
+        started.append(
+            subprocess.Popen(
+                [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
+                + list(options),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_for(lambda: port_open(port), timeout=10, what="redis-server")
+        return port
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(10)
+
+
+DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
+
+
+def test_redis_without_an_aof_is_w007(redis_broker, own_redis):
+    # Given a Redis as .ci/run starts one: no persistence at all
+    port = own_redis("--appendonly", "no")
+    redis_broker(f"redis://127.0.0.1:{port}/0?socket_timeout=2&socket_connect_timeout=2")
 
     [warning] = check_redis_durability()
 
@@ -120,31 +143,21 @@ def test_redis_without_an_fsynced_aof_is_w007(redis_broker):
     assert "appendonly no" in warning.msg and "appendfsync always" in (warning.hint or "")
 
 
-@pytest.fixture
-def durable_redis(tmp_path) -> Iterator[int]:
-    """A redis-server of this test, appending every write to its AOF and fsyncing it."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed.")
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
-        + ["--appendonly", "yes", "--appendfsync", "always"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: port_open(port), timeout=10, what="redis-server")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def test_redis_with_an_fsynced_aof_is_quiet(redis_broker, durable_redis):
-    redis_broker(f"redis://127.0.0.1:{durable_redis}/0?socket_timeout=2&socket_connect_timeout=2")
+def test_redis_with_an_fsynced_aof_and_no_eviction_is_quiet(redis_broker, own_redis):
+    port = own_redis(*DURABLE)
+    redis_broker(f"redis://127.0.0.1:{port}/0?socket_timeout=2&socket_connect_timeout=2")
 
     assert check_redis_durability() == []
+
+
+def test_redis_that_evicts_keys_is_w007(redis_broker, own_redis):
+    # Given an fsynced AOF, but a full Redis that evicts keys (queued messages among them)
+    port = own_redis(*DURABLE, "--maxmemory-policy", "allkeys-lru")
+    redis_broker(f"redis://127.0.0.1:{port}/0?socket_timeout=2&socket_connect_timeout=2")
+
+    [warning] = check_redis_durability()
+
+    assert warning.id == "django_messenger.W007" and "maxmemory-policy allkeys-lru" in warning.msg
 
 
 def test_a_redis_that_cannot_be_asked_is_w007_saying_so(redis_broker):
