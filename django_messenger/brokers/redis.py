@@ -1,10 +1,11 @@
 """Dramatiq's RedisBroker, whose workers dead-letter a body they cannot decode.
 
 Dramatiq's Redis consumer raises when a body on the queue is not a message (bytes that are
-not JSON, say): the worker logs it and restarts the consumer, and the body stays among the
-messages the worker fetched but never acknowledged. Nothing acknowledges or dead-letters it;
-when the worker stops, Redis's maintenance puts it back on the queue for the next worker to
-stumble on. RabbitMQ's consumer dead-letters such a body at once.
+not JSON, say, or a body ``BoundedJSONEncoder`` refuses to parse for its size): the worker
+logs it and restarts the consumer, and the body stays among the messages the worker fetched
+but never acknowledged. Nothing acknowledges or dead-letters it; when the worker stops,
+Redis's maintenance puts it back on the queue for the next worker to stumble on. RabbitMQ's
+consumer dead-letters such a body at once.
 
 :class:`RedisBroker` is Dramatiq's, with a consumer that does what RabbitMQ's does: it finds
 the body among the worker's unacknowledged messages and nacks it, which moves it to the
@@ -16,8 +17,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from dramatiq.brokers import redis as dramatiq_redis
-from dramatiq.errors import DecodeError
+from dramatiq.errors import ConnectionClosed, DecodeError
 
 __all__ = ["RedisBroker"]
 
@@ -32,7 +34,10 @@ class RedisConsumer(dramatiq_redis._RedisConsumer):
             try:
                 return super().__next__()
             except DecodeError as error:
-                self.dead_letter_undecodable(error)
+                try:
+                    self.dead_letter_undecodable(error)
+                except redis.ConnectionError as exc:  # as Dramatiq's consumer: the worker reconnects
+                    raise ConnectionClosed(exc) from None
 
     def dead_letter_undecodable(self, error: DecodeError) -> None:
         """Nack the fetched, unacknowledged message whose body is ``error.data``."""
