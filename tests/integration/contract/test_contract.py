@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from django_messenger.dramatiq_encoder import max_body_size
 from django_messenger.models import FailedMessage
 from tests.faultproxy import FaultProxy
 from tests.testapp.messages import Flaky, Ping, Work
@@ -226,17 +227,19 @@ def test_bytes_that_are_not_a_message_are_dead_lettered_and_the_worker_goes_on(
     queue = own_env["MESSENGER_QUEUE"]
     env = {**own_env, **contract_broker.dead_lettering_env}
     workers.append(start_worker(env, log_dir, queues=[queue], threads=2))
-    # Given bytes that are not even JSON on the queue, then good messages
-    contract_broker.put_raw(queue, b'{"queue_name": "not json')
+    # Given bytes that are not even JSON, and a body too large to parse (BoundedJSONEncoder), then good ones
+    undecodable = [b'{"queue_name": "not json', b'{"queue_name": "' + b"x" * (max_body_size() + 1) + b'"}']
+    for body in undecodable:
+        contract_broker.put_raw(queue, body)
     good = []
     for n in range(3):
         envelope, message = envelope_message(queue, PING, Ping(text=f"after the bytes {n}"))
         good.append(envelope.message_id)
         enqueue(contract_broker, message)
 
-    # Then the good ones are handled, and the bytes are dead-lettered
+    # Then the good ones are handled, and the undecodable bodies are dead-lettered
     wait_for(lambda: all(handled(message_id) for message_id in good), what="the good messages")
-    wait_for(lambda: contract_broker.dead_letters(queue) == 1, what="the bytes dead-lettered")
+    wait_for(lambda: contract_broker.dead_letters(queue) == len(undecodable), what="the bodies dead-lettered")
 
 
 # --- faults: the broker unreachable, a worker killed ----------------------------------------------
