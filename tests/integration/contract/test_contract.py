@@ -284,11 +284,11 @@ def test_an_unreachable_broker_is_a_503_in_time_then_202_again(
 
 def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, log_dir, workers):
     queue = own_env["MESSENGER_QUEUE"]
-    # Given 300 messages on the queue, each a few milliseconds of work
+    # Given 300 messages on the queue, each 20 ms of work (1.5 s for a worker of 4 threads)
     sent = {}
     messages = []
     for n in range(300):
-        envelope, message = envelope_message(queue, WORK, Work(n=n, sleep_ms=5))
+        envelope, message = envelope_message(queue, WORK, Work(n=n, sleep_ms=20))
         sent[envelope.message_id] = n
         messages.append(message)
     enqueue(contract_broker, *messages)
@@ -301,6 +301,7 @@ def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, l
     workers.append(worker)
     wait_for(lambda: done() >= 100, timeout=60, what="100 handled")
     worker.kill()
+    assert done() < len(sent), "the worker handled every message before it was killed"
     workers.append(start_worker(own_env, log_dir, queues=[queue], threads=4))
 
     # Then every message is handled (on Redis once the dead worker's heartbeat timed out)
