@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -114,7 +115,100 @@ def check_broker(
         )
     if isinstance(broker, RabbitmqBroker):
         errors.extend(_connection_warnings(broker))
+    if _is_redis_broker(broker):
+        errors.extend(_redis_timeout_warnings(broker))
     return errors
+
+
+def _is_redis_broker(broker: Any) -> bool:
+    """Whether ``broker`` is Dramatiq's RedisBroker (or a subclass), without importing redis.
+
+    Redis is an optional extra: a RedisBroker exists only once its module was imported.
+    """
+    module = sys.modules.get("dramatiq.brokers.redis")
+    redis_broker = getattr(module, "RedisBroker", None)
+    return redis_broker is not None and isinstance(broker, redis_broker)
+
+
+def redis_send_bound(broker: Any) -> float | None:
+    """The longest a send on a RedisBroker may wait, in seconds; None when nothing bounds it.
+
+    A send may open a connection (``socket_connect_timeout``) and then wait for its answer
+    (``socket_timeout``), once and once more per retry of the connection's ``retry``, with the
+    retry's backoff (at most its cap) in between. Read from a connection object the broker's
+    pool would make (never connected): redis-py takes these timeouts from the URL when the
+    broker has one, and ignores them as keywords then; without a URL, redis-py 8 retries a
+    failed command 10 times.
+    """
+    pool = broker.client.connection_pool
+    connection = pool.connection_class(**pool.connection_kwargs)
+    connect, read = connection.socket_connect_timeout, connection.socket_timeout
+    if connect is None or read is None:
+        return None
+    retry = getattr(connection, "retry", None)
+    retries = retry.get_retries() if retry is not None else 0
+    backoff_cap = getattr(getattr(retry, "_backoff", None), "_cap", 0) or 0
+    return float((connect + read) * (retries + 1) + backoff_cap * retries)
+
+
+def _redis_timeout_warnings(broker: Any) -> list[checks.CheckMessage]:
+    bound = redis_send_bound(broker)
+    timeout = messenger_settings.PUBLISH_TIMEOUT
+    if bound is not None and bound <= timeout:
+        return []
+    waits = "without end" if bound is None else f"up to {bound:g} s"
+    return [
+        checks.Warning(
+            f"A send to the Redis broker may wait {waits} (socket_connect_timeout plus socket_timeout, "
+            f"per try, and the retries' backoff), longer than MESSENGER['PUBLISH_TIMEOUT'] ({timeout:g} s): "
+            "a write could hang that long before its 503.",
+            hint=(
+                "Put socket_connect_timeout and socket_timeout in the broker URL's query string, adding "
+                "up to at most PUBLISH_TIMEOUT, e.g. redis://127.0.0.1:6379/0?socket_timeout=2"
+                "&socket_connect_timeout=2 (redis-py ignores them as keyword options when there is a URL, "
+                "and retries 10 times when there is none)."
+            ),
+            obj="DRAMATIQ_BROKER",
+            id="django_messenger.W006",
+        )
+    ]
+
+
+#: The Redis settings under which a 202 survives a Redis restart (every write in the AOF, fsynced)
+#: and a full memory (a write refused, never a queued message evicted).
+DURABLE_REDIS = {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"}
+
+
+@checks.register("messenger", deploy=True)
+def check_redis_durability(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W007 (``check --deploy`` only, it asks the server): a Redis that can lose what a 202 accepted."""
+    broker = binding.broker
+    if broker is None or not _is_redis_broker(broker):
+        return []
+    try:
+        config = broker.client.config_get(*DURABLE_REDIS)
+    except Exception as exc:  # CONFIG renamed or disabled (managed Redis), or the server unreachable
+        found = f"its persistence settings could not be read ({type(exc).__name__})"
+    else:
+        found = ", ".join(f"{key} {config.get(key, '?')}" for key in DURABLE_REDIS)
+        if all(config.get(key) == value for key, value in DURABLE_REDIS.items()):
+            return []
+    return [
+        checks.Warning(
+            f"The Redis broker may lose accepted messages: {found}. A 202 on Redis means the message is "
+            "in Redis's memory; a Redis restart or crash loses it unless every write is appended to "
+            "the AOF and fsynced, and a full Redis evicts it unless eviction is off.",
+            hint=(
+                "Run Redis with 'appendonly yes', 'appendfsync always' and 'maxmemory-policy noeviction', "
+                "or accept that a 202 can be lost (see docs/transports.md). Managed Redis: check its "
+                "persistence and eviction settings."
+            ),
+            obj="DRAMATIQ_BROKER",
+            id="django_messenger.W007",
+        )
+    ]
 
 
 def _connection_warnings(broker: Any) -> list[checks.CheckMessage]:

@@ -9,8 +9,8 @@ failures, ``messenger_failed retry``). How it waits for the broker depends on th
   ``enqueue`` would wait for that confirm with no deadline.
 * **Any other broker** (Redis, the ``StubBroker`` of tests…): the broker's own ``enqueue``,
   which returns once its client says the broker took the message. Its wait is bounded by
-  that client's own timeouts (Redis: ``socket_timeout`` and ``socket_connect_timeout`` of
-  the broker's connection options), not by ``PUBLISH_TIMEOUT``.
+  that client's own timeouts (Redis: ``socket_timeout`` and ``socket_connect_timeout`` in
+  the broker URL), which system check W006 holds within ``PUBLISH_TIMEOUT``.
 
 Any failure becomes :class:`~django_messenger.exceptions.BrokerUnavailable`, chained to its
 cause: the message was not confirmed (it may still have reached the broker). Its ``reason``

@@ -1,4 +1,4 @@
-"""Settings of the processes that integration tests start: the test app on RabbitMQ.
+"""Settings of the processes that integration tests start: the test app on RabbitMQ (or Redis).
 
 The web server and ``rundramatiq`` workers read the test database's name and a
 queue name unique to the test run from the environment the tests give them.
@@ -11,16 +11,40 @@ from tests.settings import *  # noqa: F403
 DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F405
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
 
-DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
-    "OPTIONS": {
-        "url": os.environ.get("MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-        + "?heartbeat=30&blocked_connection_timeout="
-        + os.environ.get("MESSENGER_BLOCKED_CONNECTION_TIMEOUT", "10"),
-        "confirm_delivery": True,
-    },
-    "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
-}
+#: Which broker the processes use: "rabbitmq" (the default) or "redis" (the contract suite's
+#: second broker, tests/integration/contract/). MESSENGER_BROKER_URL points either at the
+#: server or at a FaultProxy in front of it.
+BROKER = os.environ.get("MESSENGER_TEST_BROKER", "rabbitmq")
+if BROKER == "redis":
+    DRAMATIQ_BROKER = {
+        # Dramatiq's own, or messenger's (MESSENGER_REDIS_BROKER=django_messenger.brokers.redis.RedisBroker)
+        "BROKER": os.environ.get("MESSENGER_REDIS_BROKER", "dramatiq.brokers.redis.RedisBroker"),
+        "OPTIONS": {
+            # redis-py reads its socket timeouts from the URL only; connecting plus answering
+            # within PUBLISH_TIMEOUT (django_messenger.W006)
+            "url": os.environ.get("MESSENGER_BROKER_URL", "redis://127.0.0.1:6379/0")
+            + "?socket_timeout={0}&socket_connect_timeout={0}".format(
+                float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")) / 2
+            ),
+            # A namespace of the test run's own, so that runs sharing the server do not collide
+            "namespace": os.environ["MESSENGER_REDIS_NAMESPACE"],
+            # A dead worker's messages come back after this long without its heartbeat
+            "heartbeat_timeout": int(os.environ.get("MESSENGER_REDIS_HEARTBEAT_TIMEOUT", "60000")),
+            "maintenance_chance": int(os.environ.get("MESSENGER_REDIS_MAINTENANCE_CHANCE", "1000")),
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
+else:
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+        "OPTIONS": {
+            "url": os.environ.get("MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+            + "?heartbeat=30&blocked_connection_timeout="
+            + os.environ.get("MESSENGER_BLOCKED_CONNECTION_TIMEOUT", "10"),
+            "confirm_delivery": True,
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
 MESSENGER = {
     "DEFAULT_TRANSPORT": "async",
     "TRANSPORTS": {"async": {"queue_name": os.environ["MESSENGER_QUEUE"]}},
