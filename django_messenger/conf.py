@@ -41,6 +41,23 @@ def _transports(value: Any) -> Mapping[str, Mapping[str, Any]]:
     return MappingProxyType({name: MappingProxyType(options) for name, options in merged.items()})
 
 
+def _bool(value: Any) -> bool:
+    """``True``/``False`` (or 1/0): a string such as ``"false"`` is an error, not true."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"True or False, not {value!r}")
+
+
+def _positive(value: Any) -> float:
+    """A finite number of seconds greater than 0."""
+    number = float(value)
+    if not (number > 0 and number != float("inf")):
+        raise ValueError(f"a finite number of seconds greater than 0, not {value!r}")
+    return number
+
+
 def _setting(default: Any, coerce: Callable[[Any], Any]) -> Any:
     """A field of :class:`MessengerSettings`: its default, and how a user's value becomes its type."""
     return dataclasses.field(default_factory=lambda: coerce(default), metadata={"coerce": coerce})
@@ -60,15 +77,15 @@ class MessengerSettings:
     #: Transport name -> options. Every transport but "sync" sends to Dramatiq.
     TRANSPORTS: Mapping[str, Mapping[str, Any]] = _setting(None, _transports)
     #: Seconds a send may wait for the broker (connect, publish, confirm) before it fails.
-    PUBLISH_TIMEOUT: float = _setting(5.0, float)
+    PUBLISH_TIMEOUT: float = _setting(5.0, _positive)
     #: A send counts once the broker confirmed it. False means at-most-once, knowingly.
-    CONFIRM_DELIVERY: bool = _setting(True, bool)
+    CONFIRM_DELIVERY: bool = _setting(True, _bool)
     #: Seconds sent in the Retry-After header of a 503.
     RETRY_AFTER: int = _setting(5, int)
     #: Largest encoded envelope, in bytes, a worker accepts from the wire.
     MAX_MESSAGE_SIZE: int = _setting(1024 * 1024, int)
     #: Stamp each write's envelope with the id of the authenticated user (UserStamp).
-    USER_STAMP: bool = _setting(False, bool)
+    USER_STAMP: bool = _setting(False, _bool)
     #: Seconds of the longest single delay handed to the broker: a longer delay travels in hops
     #: (django_messenger.delays), under RabbitMQ's consumer_timeout (30 min) and SQS's 15 min.
     DELAY_HOP: float = _setting(600.0, float)

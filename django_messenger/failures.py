@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
+from django.db.models import Q
 from dramatiq import Message
 from dramatiq.common import compute_backoff, current_millis, q_name
 
@@ -274,7 +275,11 @@ def _hold_or_log(message: Any, *, error: str, traceback: str, tries: int, reason
 
 
 def select(ids: Iterable[str] = (), *, handler: str | None = None, all_: bool = False) -> list[FailedMessage]:
-    """The failures with these envelope message ids (every one must exist), or all of them."""
+    """The failures with these ids (every one must exist), or all of them.
+
+    An id is the envelope's ``message_id``, or, for a failure too malformed to have one, the
+    broker's message id that ``messenger_failed list`` shows in its place.
+    """
     queryset = FailedMessage.objects.all()
     if handler:
         queryset = queryset.filter(handler=handler)
@@ -284,11 +289,10 @@ def select(ids: Iterable[str] = (), *, handler: str | None = None, all_: bool = 
     missing = []
     for raw in ids:
         try:
-            message_id = uuid.UUID(str(raw))
+            by_id = Q(message_id=uuid.UUID(str(raw)))
         except ValueError:
-            missing.append(str(raw))
-            continue
-        rows = list(queryset.filter(message_id=message_id))
+            by_id = Q()
+        rows = list(queryset.filter(by_id | Q(message_id=None, broker_message_id=str(raw)[:64])))
         if not rows:
             missing.append(str(raw))
         found.extend(rows)

@@ -78,7 +78,19 @@ def test_a_messenger_setting_that_is_not_a_dict_raises(settings: Any) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("PUBLISH_TIMEOUT", "soon"), ("DELAY_HOP", None), ("RETRY_AFTER", "5s"), ("ROUTING", ["*"])],
+    [
+        ("PUBLISH_TIMEOUT", "soon"),
+        ("DELAY_HOP", None),
+        ("RETRY_AFTER", "5s"),
+        ("ROUTING", ["*"]),
+        # a deadline of 0 (or less, or none) would make every send a 503, not a start-up error
+        ("PUBLISH_TIMEOUT", 0),
+        ("PUBLISH_TIMEOUT", -1),
+        ("PUBLISH_TIMEOUT", float("inf")),
+        # "false" is a true string: it must not turn confirms (or the user stamp) on silently
+        ("CONFIRM_DELIVERY", "false"),
+        ("USER_STAMP", "no"),
+    ],
 )
 def test_a_value_that_cannot_be_read_as_its_type_names_the_key(settings: Any, key: str, value: Any) -> None:
     # Given a key whose value is not of its type

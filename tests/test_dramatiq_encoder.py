@@ -75,7 +75,8 @@ def test_a_huge_body_is_refused_at_once(small_limit: None) -> None:
     with pytest.raises(DecodeError) as raised:
         BoundedJSONEncoder().decode(body)
 
-    assert time.perf_counter() - started < 0.05
+    # (parsing 50 MB takes about a second here: a generous bound still tells the two apart)
+    assert time.perf_counter() - started < 0.5
     assert len(str(raised.value)) < 200  # the log line does not repeat the body
 
 

@@ -489,3 +489,17 @@ def test_a_held_copy_carries_the_tries_as_dramatiqs_retries(broker):
         "Traceback ...",
         123,
     )
+
+
+def test_a_failure_without_an_envelope_id_is_found_by_the_id_list_shows(broker):
+    # Given a poison message too malformed to carry an envelope id
+    enqueue_raw(PING, {"v": 1, "type": "os.system"})
+    drain(fail_fast=False)
+    failed = FailedMessage.objects.get()
+    assert failed.message_id is None
+
+    # When `list` shows it (by its broker message id), then `show` and `remove` find it by that id
+    assert failed.broker_message_id in run("list")
+    assert "os.system" in run("show", failed.broker_message_id)
+    run("remove", failed.broker_message_id)
+    assert not FailedMessage.objects.exists()
