@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections import defaultdict
@@ -17,7 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries
 
-from .conf import SYNC_TRANSPORT, messenger_settings
+from .conf import SYNC_TRANSPORT, MessengerSettings, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
 from .exceptions import HandlerErrorCode
 from .locator import locator
@@ -268,6 +269,43 @@ def check_routing(
                 )
             )
     return errors
+
+
+#: The options a transport of ``MESSENGER["TRANSPORTS"]`` understands today.
+TRANSPORT_OPTIONS = frozenset({"queue_name"})
+
+
+@checks.register("messenger")
+def check_unknown_settings(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W008: MESSENGER keys, or transport options, that django-messenger does not read.
+
+    A misspelt key (or an option of a later release) would otherwise be ignored silently.
+    """
+    given = getattr(settings, "MESSENGER", None) or {}
+    if not isinstance(given, dict):
+        return []  # reported when the settings are read (ImproperlyConfigured)
+    known = {field.name for field in dataclasses.fields(MessengerSettings)} | {"PUBLISHER"}  # E009
+    where = [f"MESSENGER[{key!r}]" for key in given if key not in known]
+    transports = given.get("TRANSPORTS")
+    if isinstance(transports, dict):
+        for name, options in transports.items():
+            if isinstance(options, dict):
+                where += [
+                    f"MESSENGER['TRANSPORTS'][{name!r}][{option!r}]"
+                    for option in options
+                    if option not in TRANSPORT_OPTIONS
+                ]
+    return [
+        checks.Warning(
+            f"{place} is not a setting of this version of django-messenger: it is ignored.",
+            hint="Check its spelling against the Settings page of the docs, or remove it.",
+            obj="MESSENGER",
+            id="django_messenger.W008",
+        )
+        for place in where
+    ]
 
 
 def _url_views(patterns: list[Any]) -> Iterator[type]:

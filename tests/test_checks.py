@@ -452,3 +452,28 @@ def test_no_e005_for_sync_async_and_defined_transports(settings: Any) -> None:
     }
 
     assert check_routing() == []
+
+
+def test_w008_a_key_or_transport_option_messenger_does_not_read(settings: Any) -> None:
+    from django_messenger.checks import check_unknown_settings
+
+    # Given a misspelt key and a transport option this version does not know
+    settings.MESSENGER = {
+        **settings.MESSENGER,
+        "PUBLISH_TIMOUT": 2,
+        "TRANSPORTS": {"async": {"queue_name": "q", "queue_type": "quorum"}},
+    }
+
+    # Then each is a W008 naming it; the known keys are not
+    warnings = check_unknown_settings()
+    assert ids(warnings) == ["django_messenger.W008", "django_messenger.W008"]
+    assert "MESSENGER['PUBLISH_TIMOUT']" in warnings[0].msg
+    assert "['queue_type']" in warnings[1].msg
+
+
+def test_w008_is_silent_for_the_known_settings(settings: Any) -> None:
+    from django_messenger.checks import check_unknown_settings
+
+    settings.MESSENGER = {"DEFAULT_TRANSPORT": "sync", "PUBLISH_TIMEOUT": 2, "TRANSPORTS": {"async": {}}}
+
+    assert check_unknown_settings() == []
