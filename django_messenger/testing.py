@@ -3,20 +3,28 @@
 ``capture_dispatched()`` records every envelope dispatched on the bus;
 ``drain()`` runs the handlers of everything waiting on a ``StubBroker`` (the
 broker of a test settings file), in worker threads, until every queue is empty.
+``capture_messages()`` (the pytest fixture ``messenger``, ``MessengerTestMixin``)
+keeps asynchronous messages from any broker and runs their handlers on demand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import TypeVar
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from .bus import bus
+from .encoding import decode_envelope, encode_envelope
 from .envelope import Envelope
 from .exceptions import MessengerError
+from .locator import locator
+from .transports import Transport, router
 from .transports.dramatiq.binding import binding
+
+M = TypeVar("M")
 
 
 @contextmanager
@@ -59,3 +67,91 @@ def drain(*, fail_fast: bool = True, timeout: float = 30.0) -> None:
     if fail_fast:
         for message in broker.dead_letters[dead_before:]:
             raise message._exception or MessengerError(f"Message {message.message_id} failed.")
+
+
+# -- capture_messages: asynchronous messages kept instead of sent ------------------------
+
+
+class CapturingTransport(Transport):
+    """Stands in for an asynchronous transport: keeps each envelope instead of sending it.
+
+    It is synchronous for the bus, so an envelope is kept at dispatch, even inside
+    ``transaction.atomic()``. What the real transport refuses whatever the broker does
+    (a message too large or undecodable for a worker) is still refused, by its ``check()``.
+    """
+
+    synchronous = True
+
+    def __init__(self, replaced: Transport, kept: list[Envelope]) -> None:
+        self.name = replaced.name
+        self.replaced = replaced
+        self.kept = kept
+
+    def check(self, envelope: Envelope) -> None:
+        self.replaced.check(envelope)
+
+    def send(self, envelope: Envelope) -> Envelope:
+        self.check(envelope)
+        self.kept.append(envelope)
+        return envelope
+
+
+class Messenger:
+    """What was dispatched while a capture is active (the ``messenger`` fixture)."""
+
+    def __init__(self) -> None:
+        #: Every envelope dispatched, in order, as handed to its transport (sync ones included).
+        self.dispatched: list[Envelope] = []
+        #: The envelopes kept instead of sent, whose handlers :meth:`handle_all` has not run yet.
+        self.pending: list[Envelope] = []
+
+    def messages(self, message_type: type[M]) -> list[M]:
+        """The dispatched messages that are instances of ``message_type``, in order."""
+        return [
+            envelope.message for envelope in self.dispatched if isinstance(envelope.message, message_type)
+        ]
+
+    def handle_all(self) -> None:
+        """Run the handlers of every pending envelope, in order, in this process, as a worker would.
+
+        Each envelope goes through the wire format first (the handler sees what a worker
+        would decode), then to every handler of its type. What those handlers dispatch is
+        captured and handled in turn, until nothing is pending. A handler's exception
+        propagates; the envelopes after it stay pending.
+        """
+        while self.pending:
+            envelope = decode_envelope(encode_envelope(self.pending.pop(0)))
+            for handler in locator.handlers_for(type(envelope.message)):
+                handler.call(envelope)
+
+    def clear(self) -> None:
+        """Forget everything dispatched so far; pending envelopes are dropped unhandled."""
+        self.dispatched.clear()
+        self.pending.clear()
+
+    def _replace(self, transport: Transport) -> Transport:
+        return transport if transport.synchronous else CapturingTransport(transport, self.pending)
+
+
+@contextmanager
+def capture_messages() -> Iterator[Messenger]:
+    """Inside the block, asynchronous messages are kept instead of sent; sync ones are handled as usual.
+
+    Nothing reaches Dramatiq or a broker. Yields a :class:`Messenger`.
+    """
+    messenger = Messenger()
+    with router.replacing(messenger._replace), capture_dispatched() as dispatched:
+        messenger.dispatched = dispatched
+        yield messenger
+
+
+class MessengerTestMixin:
+    """For ``unittest`` test cases: ``self.messenger`` is a :class:`Messenger` active during each test."""
+
+    messenger: Messenger
+
+    def setUp(self) -> None:
+        super().setUp()  # type: ignore[misc]
+        stack = ExitStack()
+        self.messenger = stack.enter_context(capture_messages())
+        self.addCleanup(stack.close)  # type: ignore[attr-defined]

@@ -2,10 +2,15 @@
 
 :data:`router` holds the transports by name and by message type, built lazily from
 ``MESSENGER["TRANSPORTS"]`` and routing's rule (:mod:`django_messenger.routing`), cached,
-and forgotten when the settings change.
+and forgotten when the settings change. Inside :meth:`Router.replacing` every transport is
+passed through a function first (how :mod:`django_messenger.testing` captures messages
+instead of sending them).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ..conf import SYNC_TRANSPORT, messenger_settings, on_reload
 from ..exceptions import UnknownTransport
@@ -24,6 +29,7 @@ class Router:
     def __init__(self) -> None:
         self._by_type: dict[type, Transport] = {}
         self._by_name: dict[str, Transport] = {}
+        self._replacements: list[Callable[[Transport], Transport]] = []
 
     def transport_named(self, name: str) -> Transport:
         transport = self._by_name.get(name)
@@ -45,7 +51,18 @@ class Router:
         if transport is None:
             transport = self.transport_named(transport_name_for(message_types.name_of(cls)))
             self._by_type[cls] = transport
+        for replace in reversed(self._replacements):
+            transport = replace(transport)
         return transport
+
+    @contextmanager
+    def replacing(self, replace: Callable[[Transport], Transport]) -> Iterator[None]:
+        """Inside the block, :meth:`transport_for` answers ``replace(transport)`` (innermost first)."""
+        self._replacements.append(replace)
+        try:
+            yield
+        finally:
+            self._replacements.remove(replace)
 
     def clear(self) -> None:
         self._by_type.clear()
