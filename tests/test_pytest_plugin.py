@@ -14,7 +14,8 @@ from django.test import TestCase
 from django_messenger import bus, handler
 from django_messenger.exceptions import MessageTooLarge
 from django_messenger.stamps import HandledStamp, SentStamp
-from django_messenger.testing import Messenger, MessengerTestMixin
+from django_messenger.testing import Messenger, MessengerTestMixin, capture_messages
+from testproject.accounts.messages import ResetPasswordRequest
 from tests.conftest import queued
 from tests.testapp.messages import Ping, PlainGreeting, Shout
 from tests.testapp.models import Effect
@@ -87,6 +88,29 @@ def test_what_no_worker_accepts_is_refused_at_dispatch(
 
     assert messenger.messages(Ping) == [Ping("x" * 2000)]  # dispatched, as capture_dispatched records it
     assert messenger.pending == []  # but not kept for handling
+
+
+@pytest.mark.django_db
+def test_a_view_answers_202_and_its_message_is_kept(
+    broker: Any, messenger: Messenger, api_client: Any
+) -> None:
+    response = api_client.post("/demo/reset-password-requests/", {"username": "ada"}, format="json")
+
+    assert response.status_code == 202
+    [envelope] = messenger.dispatched
+    assert envelope.message == ResetPasswordRequest(username="ada")
+    assert str(envelope.message_id) == response["Messenger-Message-Id"]
+    assert queued(broker) == []
+
+
+def test_nested_captures_keep_the_message_in_the_innermost(broker: Any, messenger: Messenger) -> None:
+    with capture_messages() as inner:
+        bus.dispatch(Ping("inner"))
+
+    assert [envelope.message for envelope in inner.pending] == [Ping("inner")]
+    assert messenger.pending == []
+    assert messenger.messages(Ping) == [Ping("inner")]
+    assert queued(broker) == []
 
 
 # -- transactions: kept at dispatch --------------------------------------------------------
