@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +260,21 @@ def test_installing_the_app_registers_the_fixture(
 
     # Then the entry point provided the fixture
     result.assert_outcomes(passed=1)
+
+
+def test_loading_the_plugin_needs_no_django_settings() -> None:
+    # Given a fresh interpreter with no settings (pytest loads plugins before pytest-django sets Django up)
+    script = (
+        "import sys, django_messenger.pytest_plugin\n"
+        "from django.conf import settings\n"
+        "assert not settings.configured\n"
+        "assert not {'django_messenger.models', 'django_messenger.testing'} & set(sys.modules)\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+
+    # When the plugin module is imported, it imports no model and touches no setting
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
