@@ -179,6 +179,8 @@ def test_a_failure_while_the_database_is_down_is_held_then_stored(
         what="the failure to be stored",
     )
     assert failed.handler == FLAKY and failed.tries == 2 and "OperationalError" in failed.error
+    listed = manage(env, "messenger_failed", "list")
+    assert listed.returncode == 0 and str(envelope.message_id) in listed.stdout, listed.stderr
     Effect.objects.create(handler="fixed", message_id=uuid.uuid4(), payload={"text": envelope.message.text})
     retried = manage(env, "messenger_failed", "retry", str(envelope.message_id))
     assert retried.returncode == 0, retried.stderr
