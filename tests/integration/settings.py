@@ -10,6 +10,7 @@ from tests.settings import *  # noqa: F403
 
 DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F405
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("MESSENGER_CONN_MAX_AGE", "0"))  # noqa: F405
 
 #: Which broker the processes use: "rabbitmq" (the default), "redis" or "postgres" (the contract
 #: suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either at the

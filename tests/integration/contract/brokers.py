@@ -213,15 +213,20 @@ class Postgres(ContractBroker):
         self._connect().close()
         return PostgresBroker(url=self.url(), schema=self.schema, middleware=[])
 
-    def rows(self, queue: str, state: str) -> int:
+    def _count(self, where: str, params: tuple[object, ...]) -> int:
+        query = psycopg.sql.SQL("SELECT count(*) FROM {}.queue WHERE " + where).format(
+            psycopg.sql.Identifier(self.schema)
+        )
         with self._connect() as server:
-            row = server.execute(
-                psycopg.sql.SQL('SELECT count(*) FROM {}.queue WHERE queue_name = %s AND "state" = %s').format(
-                    psycopg.sql.Identifier(self.schema)
-                ),
-                (queue, state),
-            ).fetchone()
+            row = server.execute(query, params).fetchone()
         return int(row[0]) if row else 0
+
+    def rows(self, queue: str, state: str) -> int:
+        """How many rows of ``queue`` are in ``state`` (queued, consumed, rejected)."""
+        return self._count('queue_name = %s AND "state" = %s', (queue, state))
+
+    def rows_with_id(self, message_id: str) -> int:
+        return self._count("message_id = %s", (message_id,))
 
     def dead_letters(self, queue: str) -> int:
         return self.rows(queue, "rejected")
@@ -249,9 +254,8 @@ class Postgres(ContractBroker):
             return
         try:
             with psycopg.connect(self.url(), autocommit=True) as server:
-                server.execute(
-                    psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(self.schema))
-                )
+                drop = psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+                server.execute(drop.format(psycopg.sql.Identifier(self.schema)))
         except psycopg.OperationalError:  # the test database is already gone, with the schema
             pass
 

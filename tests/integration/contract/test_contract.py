@@ -174,7 +174,8 @@ def test_a_failure_while_the_database_is_down_is_held_then_stored(
     else:
         # Then its failure is held on the broker (a delayed copy), again and again while the database is down
         def holds() -> int:
-            return sum(1 for line in worker.log().splitlines() if "[django_messenger]" in line and HELD in line)
+            lines = worker.log().splitlines()
+            return sum(1 for line in lines if "[django_messenger]" in line and HELD in line)
 
         wait_for(lambda: holds() >= 2, timeout=30, what="the failure to be held twice")
         assert not FailedMessage.objects.filter(message_id=envelope.message_id).exists()
