@@ -17,8 +17,10 @@ import psycopg
 import pytest
 from django.db import connection, transaction
 from dramatiq import Message
+from dramatiq.errors import BrokerConnectionError
 from dramatiq_postgres import init
 
+from django_messenger.brokers import FAILURE_NOT_KEPT
 from django_messenger.brokers.postgres import PostgresBroker, _Deadline, conninfo_of
 from django_messenger.exceptions import BrokerUnavailable
 from django_messenger.transports.dramatiq import DramatiqTransport
@@ -270,3 +272,24 @@ def test_an_acked_message_is_no_longer_held(pg, tables):
 
     assert pg.holding() == []
     assert tables.states("q") == {}
+
+
+def test_a_message_whose_failure_was_not_kept_is_not_dead_lettered(pg, tables):
+    # Given a delivered message whose failure messenger's middleware could neither store nor hold
+    pg.enqueue(message())
+    consumer = pg.consume("q")
+    try:
+        [delivered] = drain(consumer, 1)
+        setattr(delivered, FAILURE_NOT_KEPT, True)
+
+        # Then its rejection is refused (Dramatiq tries it again later), and it stays claimed
+        with pytest.raises(BrokerConnectionError):
+            consumer.nack(delivered)
+        assert set(tables.states("q").values()) == {"consumed"}
+
+        # Once kept, it is dead-lettered
+        setattr(delivered, FAILURE_NOT_KEPT, False)
+        consumer.nack(delivered)
+    finally:
+        consumer.close()
+    assert set(tables.states("q").values()) == {"rejected"}

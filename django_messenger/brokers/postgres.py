@@ -55,6 +55,7 @@ from psycopg import OperationalError
 
 from ..conf import messenger_settings
 from ..exceptions import BrokerUnavailable
+from . import FAILURE_NOT_KEPT
 
 __all__ = ["PostgresBroker", "PostgresConsumer", "conninfo_of"]
 
@@ -372,6 +373,13 @@ class PostgresConsumer(dramatiq_postgres.PostgresConsumer):
         self._release(message)
 
     def nack(self, message: Any) -> None:
+        if getattr(message, FAILURE_NOT_KEPT, False):
+            # The failure store is in this database too, and it could not store the failure: the
+            # database is down. Dramatiq tries the rejection again (every 5 s), and messenger's
+            # middleware the failure with it, until the database is back.
+            raise BrokerConnectionError(
+                f"Message {message.message_id} is not dead-lettered yet: its failure could not be stored."
+            )
         super().nack(message)
         self._release(message)
 

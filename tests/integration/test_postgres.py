@@ -16,11 +16,15 @@ from pathlib import Path
 import pytest
 import requests
 
+from django_messenger.models import FailedMessage
+from django_messenger.retries import RETRY_NOT_ENQUEUED
 from tests.faultproxy import FaultProxy
+from tests.testapp.messages import Work
 from tests.testapp.models import Effect
 
-from .contract.brokers import Postgres
+from .contract.brokers import Postgres, enqueue
 from .processes import Process, manage, start_server, start_worker, wait_for
+from .rabbit import envelope_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -165,3 +169,45 @@ def test_a_silent_database_cuts_the_insert_at_publish_timeout(postgres, pg_env, 
             wait_for(lambda: handled(after_id), what="the ping after the silence")
         finally:
             server.stop()
+
+
+def test_a_message_running_when_the_database_goes_away_has_its_failure_stored_once_it_is_back(
+    postgres, pg_env, log_dir, workers
+):
+    # Given a worker whose database (its broker too) runs through a proxy, running a 3 s handler
+    with FaultProxy(upstream=("127.0.0.1", postgres.port)) as proxy:
+        env = {
+            **pg_env,
+            **postgres.env(port=proxy.port),
+            "MESSENGER_QUEUE": postgres.new_queue(),
+            "MESSENGER_PG_HEARTBEAT_TTL": "60",
+        }
+        queue = env["MESSENGER_QUEUE"]
+        worker = start_worker(env, log_dir, queues=[queue], threads=1)
+        workers.append(worker)
+        envelope, message = envelope_message(queue, "tests.testapp.handlers.work", Work(n=1, sleep_ms=3000))
+        enqueue(postgres, message)
+        wait_for(
+            lambda: Effect.objects.filter(handler="work-started", message_id=envelope.message_id).exists(),
+            what="the handler to start",
+        )
+
+        # When the database goes away mid-run: the handler fails, its retry cannot be enqueued,
+        # and its failure can be neither stored nor held (the broker is the database)
+        proxy.reset()
+
+        # Then the message is not dead-lettered without its failure: it stays claimed, and the
+        # worker tries again
+        wait_for(lambda: "is not dead-lettered yet" in worker.log(), timeout=60, what="a refused rejection")
+        assert postgres.rows(queue, "consumed") == 1
+        assert not FailedMessage.objects.filter(message_id=envelope.message_id).exists()
+
+        # When the database is back, Then the failure is stored, and the message dead-lettered
+        proxy.restore()
+        failed = wait_for(
+            lambda: FailedMessage.objects.filter(message_id=envelope.message_id).first(),
+            timeout=60,
+            what="the failure to be stored",
+        )
+        assert failed.error.startswith(RETRY_NOT_ENQUEUED), failed.error
+        wait_for(lambda: postgres.dead_letters(queue) == 1, timeout=30, what="the dead letter")
