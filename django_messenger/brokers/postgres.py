@@ -6,7 +6,7 @@ a worker claims rows with ``FOR UPDATE SKIP LOCKED``, an ack deletes the row, a 
 it ``rejected`` (the dead letters), a delay is the row's ``available_at``, and a worker that
 stops heart-beating has its claimed rows put back by the maintenance of the others.
 
-:class:`PostgresBroker` is that broker (same options) with three changes:
+:class:`PostgresBroker` is that broker (same options) with these changes:
 
 * **The enqueue runs on the caller's Django connection** (the ``database`` alias,
   ``"default"`` unless told). Outside a transaction it commits at once; inside
@@ -29,6 +29,11 @@ stops heart-beating has its claimed rows put back by the maintenance of the othe
   its worker claimed on its queue and no longer holds (rows claimed but not yet handed
   out; on a delay queue every claimed row, since Dramatiq drops its in-memory delayed
   messages then), instead of leaving them claimed by a live worker.
+* **A rejection waits for the failure store.** The failure store is in this database too:
+  when messenger's middleware could neither store nor hold a failure (the database down),
+  it marks the message (:data:`~django_messenger.brokers.FAILURE_NOT_KEPT`) and the consumer
+  refuses to dead-letter it; Dramatiq tries the rejection again, and the failure with it,
+  until the database is back.
 
 Results are off by default (``results=False``): messenger does not read Dramatiq results.
 """

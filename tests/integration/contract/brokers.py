@@ -16,9 +16,11 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 import redis
+from django.db import connection
 from dramatiq import Broker, Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq_postgres import init as init_schema
 
 from django_messenger.brokers.postgres import PostgresBroker
 
@@ -180,19 +182,13 @@ class Postgres(ContractBroker):
         self.database = ""
 
     def _connect(self) -> psycopg.Connection[Any]:
-        from django.db import connection
-
         if not self.database:  # the test database, known once pytest-django created it
             self.database = str(connection.settings_dict["NAME"])
             with psycopg.connect(self.url(), autocommit=False) as server, server.cursor() as cursor:
-                from dramatiq_postgres import init
-
-                init(cursor, schema=self.schema)
+                init_schema(cursor, schema=self.schema)
         return psycopg.connect(self.url(), autocommit=True)
 
     def url(self, port: int | None = None) -> str:
-        from django.db import connection
-
         database = self.database or connection.settings_dict["NAME"]
         return f"postgresql://postgres@127.0.0.1:{port or self.port}/{database}"
 
