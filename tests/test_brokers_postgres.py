@@ -20,11 +20,15 @@ from dramatiq import Message
 from dramatiq.errors import BrokerConnectionError
 from dramatiq_postgres import init
 
+from django_messenger import bus
 from django_messenger.brokers import FAILURE_NOT_KEPT
 from django_messenger.brokers.postgres import PostgresBroker, _Deadline, conninfo_of
 from django_messenger.exceptions import BrokerUnavailable
+from django_messenger.locator import locator
+from django_messenger.stamps import SentStamp
 from django_messenger.transports.dramatiq import DramatiqTransport
-from django_messenger.transports.dramatiq.binding import binding
+from django_messenger.transports.dramatiq.binding import _declare_handler_actor, binding
+from tests.testapp.messages import Ping
 from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,6 +172,47 @@ def test_the_transport_writes_in_the_transaction_of_the_brokers_database(pg, mon
     monkeypatch.setattr(binding, "_broker", pg)
 
     assert DramatiqTransport("async").transaction_alias() == "default"
+
+
+@pytest.fixture
+def bound_to(pg: PostgresBroker, monkeypatch: pytest.MonkeyPatch) -> PostgresBroker:
+    """Messenger bound to the PostgreSQL broker, with Ping's handler declared on it.
+
+    Only that actor is declared, as the binding would: binding every handler to a broker
+    without the unit tests' middleware would refuse handlers whose options it lacks.
+    """
+    [ping_handler] = locator.handlers_for(Ping)
+    monkeypatch.setattr(binding, "_broker", pg)
+    _declare_handler_actor(ping_handler, pg, binding.queue_of(ping_handler))
+    return pg
+
+
+def test_bus_dispatch_inside_a_transaction_writes_the_message_in_it(bound_to, tables):
+    # When code dispatches inside a transaction that rolls back, then inside one that commits
+    with pytest.raises(RolledBack), transaction.atomic():
+        rolled_back = bus.dispatch(Ping(text="rolled back")).last(SentStamp)
+        raise RolledBack
+    with transaction.atomic():
+        committed = bus.dispatch(Ping(text="committed")).last(SentStamp)
+        # Then the message is written at the dispatch (not at the commit), unseen by others yet
+        assert committed is not None and rolled_back is not None
+        assert tables.states(committed.queue_name) == {}
+
+    # Then only the committed one exists
+    assert tables.states(committed.queue_name) == {committed.broker_message_id: "queued"}
+
+
+def test_bus_dispatch_inside_a_transaction_raises_at_the_dispatch_when_refused(bound_to, tables):
+    # Given the broker's tables gone: the INSERT fails
+    tables.drop()
+
+    with transaction.atomic():
+        with pytest.raises(BrokerUnavailable):
+            bus.dispatch(Ping(text="refused"))
+        # Then the caller knows inside the block, and its transaction is still usable
+        Effect.objects.create(handler="after", message_id=uuid.uuid4(), payload={})
+
+    assert Effect.objects.filter(handler="after").exists()
 
 
 # --- the deadline of the statement -------------------------------------------------------------------
