@@ -15,10 +15,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.core.handlers.base import BaseHandler
 from django.db import connection, transaction
 from dramatiq import Message
 from dramatiq.errors import BrokerConnectionError
 from dramatiq_postgres import init
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
 
 from django_messenger import bus
 from django_messenger.brokers import FAILURE_NOT_KEPT
@@ -213,6 +217,46 @@ def test_bus_dispatch_inside_a_transaction_raises_at_the_dispatch_when_refused(b
         Effect.objects.create(handler="after", message_id=uuid.uuid4(), payload={})
 
     assert Effect.objects.filter(handler="after").exists()
+
+
+class WriteAndDispatch(APIView):
+    """A project's own view (not messenger's): it writes, then dispatches."""
+
+    authentication_classes: list[Any] = []
+
+    def post(self, request: Any) -> Response:
+        Effect.objects.create(handler="view-write", message_id=uuid.uuid4(), payload={})
+        bus.dispatch(Ping(text="from a view"))
+        return Response(status=202)
+
+
+def post_under_atomic_requests(monkeypatch: pytest.MonkeyPatch) -> Response:
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    view = BaseHandler().make_view_atomic(WriteAndDispatch.as_view())
+    response: Response = view(APIRequestFactory().post("/write-and-dispatch/", {}, format="json"))
+    return response
+
+
+def test_an_own_view_under_atomic_requests_commits_its_write_and_its_message_together(
+    bound_to, tables, monkeypatch
+):
+    response = post_under_atomic_requests(monkeypatch)
+
+    assert response.status_code == 202
+    assert Effect.objects.filter(handler="view-write").count() == 1
+    assert list(tables.states("default").values()) == ["queued"]
+
+
+def test_an_own_view_under_atomic_requests_whose_message_is_refused_answers_503_and_rolls_back(
+    bound_to, tables, monkeypatch
+):
+    tables.drop()  # the INSERT fails
+
+    response = post_under_atomic_requests(monkeypatch)
+
+    # DRF's exception handler answers 503 and marks the request's transaction for rollback
+    assert response.status_code == 503 and "Retry-After" in response
+    assert not Effect.objects.filter(handler="view-write").exists()
 
 
 # --- the deadline of the statement -------------------------------------------------------------------
