@@ -508,3 +508,83 @@ def _signature_errors(view: type, where: str) -> list[checks.CheckMessage]:
         )
         for problem in problems
     ]
+
+
+def _is_sqs_broker(broker: Any) -> bool:
+    """Whether ``broker`` is dramatiq-sqs's SQSBroker (or messenger's subclass), without importing it.
+
+    SQS is an optional extra: an SQSBroker exists only once dramatiq-sqs was imported.
+    """
+    module = sys.modules.get("dramatiq_sqs.broker")
+    sqs_broker = getattr(module, "SQSBroker", None)
+    return sqs_broker is not None and isinstance(broker, sqs_broker)
+
+
+@checks.register("messenger")
+def check_sqs(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """On an SQS broker: E012 a delay hop or a handler's ``max_backoff`` over SQS's 15 minutes;
+    W009 a MAX_MESSAGE_SIZE whose messages SQS cannot take."""
+    broker = binding.broker
+    if broker is None or not _is_sqs_broker(broker):
+        return []
+    # Here, not at import: dramatiq-sqs and boto3 are an optional extra, loaded only with this broker.
+    from .brokers.sqs import MAX_DELAY_SECONDS, delay_seconds, largest_envelope
+
+    found: list[checks.CheckMessage] = []
+    try:
+        hop = messenger_settings.DELAY_HOP
+    except ImproperlyConfigured:
+        hop = math.nan  # E010
+    if math.isfinite(hop) and delay_seconds(int(math.ceil(hop * 1000))) > MAX_DELAY_SECONDS:
+        found.append(
+            checks.Error(
+                f"MESSENGER['DELAY_HOP'] is {hop:g} s: SQS delays a message by at most "
+                f"{MAX_DELAY_SECONDS} s, so a longer delay would be refused instead of sent in hops.",
+                hint=f"Set DELAY_HOP to at most {MAX_DELAY_SECONDS} (the default, 600, is 10 min).",
+                obj="MESSENGER",
+                id="django_messenger.E012",
+            )
+        )
+    retries = next((m for m in broker.middleware if isinstance(m, Retries)), None)
+    if retries is not None:
+        for handler in locator.handlers:
+            actor = binding.actor_of(handler)
+            if actor is None:
+                continue
+            max_backoff = actor.options.get("max_backoff", retries.max_backoff)
+            if (
+                isinstance(max_backoff, int | float)
+                and delay_seconds(math.ceil(max_backoff)) > MAX_DELAY_SECONDS
+            ):
+                where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
+                found.append(
+                    checks.Error(
+                        f"The handler {where} has max_backoff={max_backoff:g} ms: SQS refuses a delay over "
+                        f"{MAX_DELAY_SECONDS} s, so a retry that waits longer would be lost.",
+                        hint=f"Set max_backoff to at most {MAX_DELAY_SECONDS * 1000} ms.",
+                        obj=where,
+                        id="django_messenger.E012",
+                    )
+                )
+    limit = messenger_settings.MAX_MESSAGE_SIZE
+    sqs_limit = getattr(broker, "max_message_size", None)
+    if isinstance(sqs_limit, int):
+        largest = largest_envelope(sqs_limit)
+        if not limit or limit > largest:
+            given = f"{limit} bytes" if limit else "0 (no limit)"
+            found.append(
+                checks.Warning(
+                    f"MESSENGER['MAX_MESSAGE_SIZE'] is {given}, but the SQS broker takes messages of at most "
+                    f"{sqs_limit} bytes as base64: an envelope over about {largest} bytes is refused "
+                    "by the broker's own limit when it is sent.",
+                    hint=(
+                        f"Set MAX_MESSAGE_SIZE to at most {largest}, so that the limit a client is told is "
+                        "the one that holds (django_messenger.brokers.sqs.SQSBroker answers 413 either way)."
+                    ),
+                    obj="MESSENGER",
+                    id="django_messenger.W009",
+                )
+            )
+    return found
