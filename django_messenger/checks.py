@@ -561,8 +561,9 @@ def check_sqs(
                 where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
                 found.append(
                     checks.Error(
-                        f"The handler {where} has max_backoff={max_backoff:g} ms: SQS refuses a delay over "
-                        f"{MAX_DELAY_SECONDS} s, so a retry that waits longer would be lost.",
+                        f"The handler {where} has max_backoff={max_backoff:g} ms: SQS refuses a delay "
+                        f"over {MAX_DELAY_SECONDS} s, so a retry that waits longer cannot be sent "
+                        "(it is dead-lettered, or lost without messenger's RetryGuard).",
                         hint=f"Set max_backoff to at most {MAX_DELAY_SECONDS * 1000} ms.",
                         obj=where,
                         id="django_messenger.E012",

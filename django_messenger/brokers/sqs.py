@@ -12,10 +12,11 @@ queue, to come back forever.
 
 :class:`SQSBroker` takes the same options and fixes those:
 
-* **A boto3 session and client per thread**, built lazily in each thread that sends or
-  receives. A thread's *send* client is bounded by ``PUBLISH_TIMEOUT``: connecting and reading
-  take half of it each, with one attempt and no retries, so a send that SQS does not answer
-  fails in time (a 503 in the web). A consumer's client waits for SQS's long polls.
+* **A boto3 client per thread**, made lazily (under a lock, from one session of the broker's)
+  in each thread that sends or receives. A thread's *send* client is bounded by
+  ``PUBLISH_TIMEOUT``: connecting and reading take half of it each, with one attempt and no
+  retries, so a send that SQS does not answer fails in time (a 503 in the web). A consumer's
+  client waits for SQS's long polls.
 * **A visibility timeout from the time limit**: unless ``visibility_timeout`` is given, a
   message received from a queue stays invisible for twice the longest ``time_limit`` of the
   queue's actors plus :data:`VISIBILITY_MARGIN` seconds (a message may wait in the worker's
@@ -173,6 +174,8 @@ class SQSBroker(dramatiq_sqs.SQSBroker):
         self.max_receives = max_receives
         self.client_options = options
         self._local = threading.local()
+        self._session: Any = None
+        self._session_lock = threading.Lock()
         self._urls: dict[str, str] = {}
         self._dead_letter_urls: dict[str, str] = {}
         self._urls_lock = threading.Lock()
@@ -195,20 +198,24 @@ class SQSBroker(dramatiq_sqs.SQSBroker):
     def client(self, role: str = "send", *, wait_seconds: int = 0) -> Any:
         """This thread's boto3 SQS client for ``role`` ("send" or "receive"), made on first use.
 
-        Each thread has its own session: boto3's default session and its resources are not
-        thread-safe. The send client's timeouts are read anew whenever PUBLISH_TIMEOUT changes.
+        boto3's clients are thread-safe once made, but making one from a session is not (nor is
+        anything done with a resource): every client is made under a lock, from one session of
+        the broker's (its credentials, fetched once, are shared), and each thread uses its own.
+        The send client's timeouts follow PUBLISH_TIMEOUT when it changes.
         """
         config = self.send_config() if role == "send" else self.receive_config(wait_seconds)
         clients: dict[tuple[str, Any], Any] = self._local.__dict__.setdefault("clients", {})
         key = (role, (config.connect_timeout, config.read_timeout))
         client = clients.get(key)
         if client is None:
-            session = self._local.__dict__.get("session")
-            if session is None:
-                session = self._local.session = boto3.session.Session()
             options = dict(self.client_options)
             given = options.pop("config", None)
-            client = session.client("sqs", config=given.merge(config) if given else config, **options)
+            with self._session_lock:
+                if self._session is None:
+                    self._session = boto3.session.Session()
+                client = self._session.client(
+                    "sqs", config=given.merge(config) if given else config, **options
+                )
             clients[key] = client
         return client
 
