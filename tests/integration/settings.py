@@ -43,6 +43,8 @@ elif BROKER == "sqs":
             "region_name": "us-east-1",
             # short, so that a SIGKILLed worker's messages come back within seconds
             "visibility_timeout": int(os.environ.get("MESSENGER_SQS_VISIBILITY_TIMEOUT", "10")),
+            # deliveries before SQS's redrive policy dead-letters a message (queues created by the run)
+            "max_receives": int(os.environ.get("MESSENGER_SQS_MAX_RECEIVES", "5")),
         },
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }
