@@ -282,3 +282,17 @@ def test_a_delay_is_sent_in_whole_seconds_rounded_up(make_broker: Any) -> None:
     assert received is not None
     # Sent with DelaySeconds=2 (1500 ms rounded up): not there after 1 s, as a rounding down would be
     assert time.monotonic() - started > 1.2
+
+
+def test_join_waits_in_milliseconds_as_dramatiq_says(make_broker: Any) -> None:
+    # dramatiq-sqs 0.4.4 read join's timeout as seconds: 1500 would have waited 25 minutes
+    broker = make_broker()
+    queue = broker.test_queue
+    broker.join(queue, timeout=1500)  # empty: returns at once
+    broker.enqueue(message(queue))
+
+    started = time.monotonic()
+    with pytest.raises(dramatiq.errors.QueueJoinTimeout):
+        broker.join(queue, timeout=1500)
+
+    assert time.monotonic() - started < 5
