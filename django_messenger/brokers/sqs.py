@@ -30,6 +30,7 @@ queue, to come back forever.
   not arrive before it is due (a 1.5 s delay waits 2 s).
 * **Bodies that are not messages** (not base64, not a Dramatiq message, or too large for
   ``BoundedJSONEncoder``) are sent to the dead-letter queue as they are, and deleted.
+* **join** waits in milliseconds, as Dramatiq's ``Broker.join`` says (0.4.4 read seconds).
 * **A message larger than SQS takes** raises :class:`MessageTooLargeForSQS`, messenger's
   ``MessageTooLarge`` (a 413 in the web, never a 503): SQS measures the base64 text
   dramatiq-sqs sends, at most ``max_message_size`` bytes (1 MiB, SQS's quota, by default).

@@ -186,6 +186,7 @@ class Sqs(ContractBroker):
         super().__init__()
         self.moto = MotoServer()
         self.port = self.moto.port
+        self._inspector: Broker | None = None
 
     def require(self) -> None:
         """Start moto's server (moto[server] is in the test extra): fail when it cannot start."""
@@ -219,7 +220,10 @@ class Sqs(ContractBroker):
         }
 
     def _url_of(self, queue: str, *, dead_letters: bool = False) -> Any:
-        broker: Any = self.client()
+        # One client for the test's lookups (made once: wait_for polls dead_letters() often)
+        if self._inspector is None:
+            self._inspector = self.client()
+        broker: Any = self._inspector
         broker.declare_queue(queue)
         url = broker.dead_letter_url(queue) if dead_letters else broker.queue_url(queue)
         return broker.client(), url
