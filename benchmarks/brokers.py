@@ -215,7 +215,8 @@ class Redis(BenchBroker):
     name = "redis"
     server = "Redis"
     no_unconfirmed_note = (
-        "no unconfirmed variants on redis: a send always waits for Redis to run the enqueue script."
+        "no unconfirmed variants on redis: a send always waits for Redis to run the enqueue script "
+        "('confirms' in the labels means that wait)."
     )
 
     @classmethod
