@@ -160,6 +160,16 @@ def test_redis_that_evicts_keys_is_w007(redis_broker, own_redis):
     assert warning.id == "django_messenger.W007" and "maxmemory-policy allkeys-lru" in warning.msg
 
 
+@pytest.mark.parametrize("policy", ["volatile-lru", "volatile-ttl"])
+def test_redis_that_evicts_only_keys_with_an_expiry_is_quiet(redis_broker, own_redis, policy):
+    # Given an fsynced AOF and a policy that evicts only keys with an expiry: Dramatiq sets none,
+    # so a full Redis refuses writes (a 503) instead of dropping queued messages
+    port = own_redis(*DURABLE, "--maxmemory-policy", policy)
+    redis_broker(f"redis://127.0.0.1:{port}/0?socket_timeout=2&socket_connect_timeout=2")
+
+    assert check_redis_durability() == []
+
+
 def test_a_redis_that_cannot_be_asked_is_w007_saying_so(redis_broker):
     # Given nothing listens on the broker's port
     redis_broker(f"redis://127.0.0.1:{free_port()}/0?socket_timeout=1&socket_connect_timeout=1")

@@ -82,3 +82,52 @@ def test_a_delayed_send_to_a_full_redis_is_refused_too(server, client):
         publish(broker, a_message(), delay=1_000)
     assert client.llen(f"{namespace}:{QUEUE}.DQ") == 0 and client.hlen(f"{namespace}:{QUEUE}.DQ.msgs") == 0
     broker.close()
+
+
+@pytest.fixture
+def evicting_server(tmp_path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path, "--maxmemory", "8mb", "--maxmemory-policy", "allkeys-lru") as running:
+        yield running
+
+
+def test_an_evicting_redis_drops_accepted_messages_without_a_word(evicting_server):
+    # Given a Redis that evicts any key when full (allkeys-lru), and ten messages it accepted
+    client = redis.Redis.from_url(evicting_server.url)
+    namespace = f"evict-{uuid.uuid4().hex[:8]}"
+    broker = RedisBroker(url=evicting_server.url, namespace=namespace, middleware=[])
+    broker.declare_queue(QUEUE)
+    for _ in range(10):
+        publish(broker, a_message())
+    assert queued(client, namespace) == 20
+
+    # When other writes fill its memory (a cache sharing the Redis, say): none is refused
+    for n in range(1_000):
+        client.setrange(f"cache:{n}", 256 * 1024 - 1, "x")
+        if queued(client, namespace) < 20:
+            break
+
+    # Then queued messages are gone: evicted, with no error to the sender or to any worker
+    # (this is why W007 asks for noeviction, and why docs/transports.md says so)
+    assert queued(client, namespace) < 20
+    broker.close()
+    client.close()
+
+
+def test_dramatiqs_keys_have_no_expiry_so_volatile_policies_never_evict_them(server, client):
+    # Given messages queued, delayed, and a worker's heartbeat (every kind of key Dramatiq writes)
+    namespace = f"ttl-{uuid.uuid4().hex[:8]}"
+    broker = RedisBroker(url=server.url, namespace=namespace, middleware=[])
+    broker.declare_queue(QUEUE)
+    publish(broker, a_message())
+    publish(broker, a_message(), delay=60_000)
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=100)
+    message = next(consumer)
+    assert message is not None
+    consumer.nack(message)  # to the dead letters
+
+    # Then none of them has an expiry: a volatile-* policy (evicting only keys with one) leaves them
+    keys = list(client.scan_iter(f"{namespace}:*"))
+    assert len(keys) >= 5, keys
+    assert {key: client.ttl(key) for key in keys} == {key: -1 for key in keys}
+    consumer.close()
+    broker.close()
