@@ -41,15 +41,9 @@ from urllib.parse import urlsplit
 
 from dramatiq import Broker, Message
 
-from benchmarks._common import (
-    Skip,
-    amqp_channel,
-    delete_queues,
-    purge,
-    queue_depth,
-    rabbitmq_version,
-    wait_for,
-)
+# The benchmark processes import this module (settings.py, raw_actor.py) and their RSS is
+# measured: the script-side methods import benchmarks._common (statistics, tempfile... about
+# 1.3 MiB) where they run, in the script, rather than here.
 
 DEFAULT = "rabbitmq"
 
@@ -110,6 +104,8 @@ class BenchBroker:
 
     def publish(self, queue: str, messages: Iterable[Message[Any]], n: int) -> None:
         """Put ``n`` ``messages`` on ``queue``, then wait until they are all ready."""
+        from benchmarks._common import wait_for
+
         client = self.client()
         client.declare_queue(queue)
         for message in messages:
@@ -164,12 +160,16 @@ class Rabbitmq(BenchBroker):
         }
 
     def require(self) -> None:
+        from benchmarks._common import Skip
+
         parts = urlsplit(self.url())
         host, port = parts.hostname or "127.0.0.1", parts.port or 5672
         if not port_open(host, port):
             raise Skip(f"RabbitMQ is not listening on {host}:{port} (start it: `rabbitmq-server -detached`).")
 
     def channel(self) -> Any:
+        from benchmarks._common import amqp_channel
+
         if self._channel is None:
             self._channel = amqp_channel()
         return self._channel[1]
@@ -177,6 +177,8 @@ class Rabbitmq(BenchBroker):
     def publish(self, queue: str, messages: Iterable[Message[Any]], n: int) -> None:
         """Unconfirmed persistent publishes on one channel: 20,000 take a second or two."""
         import pika
+
+        from benchmarks._common import wait_for
 
         self.client().declare_queue(queue, ensure=True)
         channel = self.channel()
@@ -186,15 +188,23 @@ class Rabbitmq(BenchBroker):
         wait_for(lambda: self.depth(queue) >= n, timeout=60, what=f"{n} messages on {queue}")
 
     def depth(self, queue: str) -> int:
+        from benchmarks._common import queue_depth
+
         return queue_depth(self.channel(), queue)
 
     def purge(self, queues: Iterable[str]) -> None:
+        from benchmarks._common import purge
+
         purge(queues)
 
     def cleanup(self, queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
+        from benchmarks._common import delete_queues
+
         delete_queues(queues, exchanges)
 
     def version(self) -> str:
+        from benchmarks._common import rabbitmq_version
+
         return rabbitmq_version()
 
     def close(self) -> None:
@@ -239,6 +249,8 @@ class Redis(BenchBroker):
         }
 
     def require(self) -> None:
+        from benchmarks._common import Skip
+
         parts = urlsplit(self.url())
         host, port = parts.hostname or "127.0.0.1", parts.port or 6379
         if not port_open(host, port):
