@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Max, Min
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 from dramatiq.common import q_name
 
 from ..conf import SYNC_TRANSPORT, messenger_settings
@@ -34,6 +36,7 @@ __all__ = [
     "NoReader",
     "QueueStats",
     "StatsUnavailable",
+    "failures_over_time",
     "failures_per_handler",
     "messenger_queues",
     "queue_stats",
@@ -172,3 +175,31 @@ def failures_per_handler() -> list[HandlerFailures]:
         )
         for row in rows
     ]
+
+
+def failures_over_time(
+    days: int = 14, *, today: date | None = None
+) -> tuple[list[date], dict[str, list[int]]]:
+    """The failure store's rows per handler and per day (by ``last_failed_at``) over the last ``days`` days.
+
+    Returns the days, oldest first (in the current time zone, ending ``today``), and per handler
+    its counts on those days. A failure that was retried or removed is no longer counted.
+    """
+    today = timezone.localdate() if today is None else today
+    first = today - timedelta(days=days - 1)
+    window = [first + timedelta(days=offset) for offset in range(days)]
+    start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
+    rows = (
+        FailedMessage.objects.filter(last_failed_at__gte=start)
+        .annotate(day=TruncDate("last_failed_at", tzinfo=timezone.get_current_timezone()))
+        .values("handler", "day")
+        .annotate(count=Count("id"))
+    )
+    index = {day: position for position, day in enumerate(window)}
+    per_handler: dict[str, list[int]] = {}
+    for row in rows:
+        position = index.get(row["day"])
+        if position is None:  # after today (a clock ahead of the database's): not shown
+            continue
+        per_handler.setdefault(row["handler"], [0] * days)[position] += row["count"]
+    return window, dict(sorted(per_handler.items()))

@@ -13,6 +13,7 @@ a ``CommandError`` naming the broker and the kind of error, never a host or a cr
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -110,7 +111,7 @@ class Command(BaseCommand):
         total = sum(f.count for f in failures)
         self.stdout.write(f"\n{total} failed message(s); `manage.py messenger_failed list` shows them.")
 
-    def write_table(self, rows: list[tuple[str, ...]]) -> None:
+    def write_table(self, rows: Sequence[tuple[str, ...]]) -> None:
         widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
         for row in rows:
             cells = [row[0].ljust(widths[0])] + [
