@@ -55,16 +55,18 @@ class Command(BaseCommand):
         except stats.NoReader as exc:
             queues, note = None, str(exc)
         except stats.StatsUnavailable as exc:
-            raise CommandError(f"Could not read the queues: {exc} Is the broker running?") from None
+            raise CommandError(
+                f"Could not read the queues: {exc} Is the broker running? (--traceback shows the cause)"
+            ) from exc
         except MessengerError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(str(exc)) from exc
         try:
             failures = stats.failures_per_handler()
         except DatabaseError as exc:
             # The database's texts may name its host: only the kind of error is shown.
             raise CommandError(
                 f"Could not read the failure store ({type(exc).__name__}): is the database up and migrated?"
-            ) from None
+            ) from exc
         if options["json"]:
             self.stdout.write(
                 json.dumps(
