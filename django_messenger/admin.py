@@ -177,7 +177,10 @@ class FailureDashboardAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-i
             "failed_opts": FailedMessage._meta,
             "queues": queues,
             "queues_notice": queues_notice,
-            "queue_notes": sorted({note for queue in queues or () for note in queue.notes}),
+            "queue_notes": [
+                (note, [queue.queue for queue in queues or () if note in queue.notes])
+                for note in sorted({note for queue in queues or () for note in queue.notes})
+            ],
             "handlers": [
                 (row, next((chart for chart in charts if chart.handler == row.handler), None))
                 for row in stats.failures_per_handler()
