@@ -17,7 +17,7 @@ import dataclasses
 import importlib
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
 from django.db.models import Count, Max, Min
 from django.db.models.functions import TruncDate
@@ -35,6 +35,7 @@ __all__ = [
     "HandlerFailures",
     "NoReader",
     "QueueStats",
+    "Reader",
     "StatsUnavailable",
     "failures_over_time",
     "failures_per_handler",
@@ -96,12 +97,20 @@ class HandlerFailures:
         }
 
 
+class Reader(Protocol):
+    """What a reader module provides (docs/operations.md, "Adding a broker's reader")."""
+
+    def read(self, broker: Any, queues: Sequence[str], *, timeout: float) -> list[QueueStats]:
+        """One :class:`QueueStats` a queue, in order, within ``timeout`` s; or :class:`StatsUnavailable`."""
+        ...
+
+
 def broker_path(broker: Any) -> str:
     cls = type(broker)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def reader_for(broker: Any) -> Any:
+def reader_for(broker: Any) -> Reader:
     """The reader module of ``broker``'s class (or of the nearest listed parent class).
 
     Raises:
@@ -110,7 +119,7 @@ def reader_for(broker: Any) -> Any:
     for cls in type(broker).__mro__:
         module = READERS.get(f"{cls.__module__}.{cls.__qualname__}")
         if module is not None:
-            return importlib.import_module(module)
+            return cast(Reader, importlib.import_module(module))
     raise NoReader(
         f"The broker {broker_path(broker)} has no stats reader: its queue counts cannot be shown "
         f"(django_messenger.stats.READERS lists the brokers that have one)."
@@ -155,8 +164,7 @@ def queue_stats(
     )
     reader = reader_for(broker)
     seconds = messenger_settings.PUBLISH_TIMEOUT if timeout is None else timeout
-    stats: list[QueueStats] = reader.read(broker, names, timeout=seconds)
-    return stats
+    return reader.read(broker, names, timeout=seconds)
 
 
 def failures_per_handler() -> list[HandlerFailures]:

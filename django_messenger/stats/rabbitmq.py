@@ -163,9 +163,7 @@ def management_request(broker: Any, url: str) -> urllib.request.Request:
         )
     else:
         username, password = first.credentials.username, first.credentials.password
-    netloc = parsed.hostname if parsed.port is None else f"{parsed.hostname}:{parsed.port}"
-    if ":" in parsed.hostname:  # an IPv6 address
-        netloc = f"[{parsed.hostname}]" + ("" if parsed.port is None else f":{parsed.port}")
+    netloc = parsed.netloc.rpartition("@")[2]  # the credentials go in the Authorization header
     vhost = urllib.parse.quote(first.virtual_host, safe="")
     path = parsed.path.rstrip("/") + f"/api/queues/{vhost}"
     query = "columns=name,messages,messages_ready,messages_unacknowledged"
