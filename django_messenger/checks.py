@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -716,3 +717,32 @@ def check_sqs(
                 )
             )
     return found
+
+
+@checks.register("messenger")
+def check_management_url(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W014: a RABBITMQ_MANAGEMENT_URL that messenger_stats and the dashboard cannot use."""
+    url = messenger_settings.RABBITMQ_MANAGEMENT_URL
+    if url is None:
+        return []
+    problem = None
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        problem = "is not an http(s) URL with a host"
+    elif binding.broker is not None and not isinstance(binding.broker, RabbitmqBroker):
+        problem = "is set, but the broker is not RabbitMQ: it is not read"
+    if problem is None:
+        return []
+    return [
+        checks.Warning(
+            f"MESSENGER['RABBITMQ_MANAGEMENT_URL'] {problem}.",
+            hint=(
+                "Set it to the RabbitMQ management API's base URL (http://127.0.0.1:15672 when the "
+                "rabbitmq_management plugin is on), or remove it: queue counts are then read over AMQP."
+            ),
+            obj="MESSENGER",
+            id="django_messenger.W014",
+        )
+    ]

@@ -58,6 +58,15 @@ def _positive(value: Any) -> float:
     return number
 
 
+def _optional_url(value: Any) -> str | None:
+    """None, or a non-empty string."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"None or a URL, not {value!r}")
+    return value
+
+
 def _setting(default: Any, coerce: Callable[[Any], Any]) -> Any:
     """A field of :class:`MessengerSettings`: its default, and how a user's value becomes its type."""
     return dataclasses.field(default_factory=lambda: coerce(default), metadata={"coerce": coerce})
@@ -89,6 +98,9 @@ class MessengerSettings:
     #: Seconds of the longest single delay handed to the broker: a longer delay travels in hops
     #: (django_messenger.delays), under RabbitMQ's consumer_timeout (30 min) and SQS's 15 min.
     DELAY_HOP: float = _setting(600.0, float)
+    #: The RabbitMQ management API (``http://127.0.0.1:15672``) messenger_stats and the admin dashboard
+    #: read in-flight counts from; None reads ready counts over AMQP only (docs/operations.md).
+    RABBITMQ_MANAGEMENT_URL: str | None = _setting(None, _optional_url)
 
     @classmethod
     def from_setting(cls, value: Any) -> MessengerSettings:
