@@ -82,10 +82,11 @@ import pika
 import pika.connection
 import pika.exceptions
 from dramatiq import Message
-from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import current_millis, dq_name, xq_name
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
+from ..brokers.rabbitmq import dead_letter_arguments, explain_refusal, queue_arguments, queue_type
 from ..exceptions import BrokerUnavailable
 
 __all__ = ["ConfirmingPublisher", "bounded_parameters", "clear_publishers", "get_publisher"]
@@ -300,7 +301,7 @@ class ConfirmingPublisher:
                     logger.debug("Reconnecting to RabbitMQ after %r on a reused connection.", exc)
                     retried = True
                     continue
-                raise BrokerUnavailable(self._explain(exc, session)) from exc
+                raise BrokerUnavailable(self._explain(exc, session, canonical_queue_name)) from exc
             except BaseException:
                 # Not the broker's fault (or an interrupt): the connection's state is unknown.
                 if session is not None:
@@ -360,13 +361,16 @@ class ConfirmingPublisher:
         pending = self.broker.queues_pending
         if canonical_queue_name not in pending:
             return
-        # Dramatiq's own arguments, so that these declarations match its workers' exactly.
-        arguments = self.broker._build_queue_arguments(canonical_queue_name)
+        # Dramatiq's own arguments (with the queue type of brokers/rabbitmq.py), so that these
+        # declarations match its workers' exactly.
+        arguments = queue_arguments(self.broker, canonical_queue_name)
         channel = session.channel
         channel.queue_declare(queue=canonical_queue_name, durable=True, arguments=arguments)
         channel.queue_declare(queue=dq_name(canonical_queue_name), durable=True, arguments=arguments)
         channel.queue_declare(
-            queue=xq_name(canonical_queue_name), durable=True, arguments={"x-message-ttl": DEAD_MESSAGE_TTL}
+            queue=xq_name(canonical_queue_name),
+            durable=True,
+            arguments=dead_letter_arguments(self.broker, canonical_queue_name),
         )
         pending.discard(canonical_queue_name)
 
@@ -394,8 +398,12 @@ class ConfirmingPublisher:
         except Exception as exc:
             logger.debug("Closing a discarded RabbitMQ connection failed: %r", exc)
 
-    def _explain(self, exc: BaseException, session: _Session | None) -> str:
+    def _explain(self, exc: BaseException, session: _Session | None, queue_name: str) -> str:
         """A sentence for BrokerUnavailable: what happened and what to do."""
+        refused = explain_refusal(exc, queue_name, queue_type(self.broker, queue_name))
+        if refused is not None:
+            logger.error("%s", refused)  # an operator's error: said once per send, whatever logs the 503
+            return refused
         if isinstance(exc, _ConnectFailed):
             hosts = ", ".join(f"{p.host}:{p.port}" for p in self.parameters)
             return (
