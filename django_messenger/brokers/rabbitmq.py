@@ -31,6 +31,7 @@ queues").
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from types import MethodType
 from typing import Any
@@ -69,6 +70,9 @@ _QUORUM_ARGUMENTS = {
     "x-dead-letter-strategy": "at-least-once",
     "x-overflow": "reject-publish",  # what at-least-once dead-lettering requires
 }
+
+#: How RabbitMQ names the argument that differs, in a PRECONDITION_FAILED reply.
+_INEQUIVALENT = re.compile(r"inequivalent arg '(?P<argument>[^']+)'")
 
 #: The attribute of a broker instance that holds its queue-type function.
 _ATTRIBUTE = "messenger_queue_type"
@@ -116,7 +120,7 @@ def explain_refusal(error: BaseException, queue_name: str, wanted: str) -> str |
         return None
     text = str(error.reply_text)
     canonical = q_name(queue_name)
-    if "x-queue-type" in text:
+    if _type_mismatch(text, wanted):
         existing = CLASSIC if wanted == QUORUM else QUORUM
         return (
             f"RabbitMQ refused to declare the queue {canonical!r} (or its .DQ/.XQ) as a {wanted} queue: it "
@@ -139,6 +143,21 @@ def explain_refusal(error: BaseException, queue_name: str, wanted: str) -> str |
             f"DRAMATIQ_BROKER['OPTIONS'] (system check django_messenger.E014)."
         )
     return f"RabbitMQ refused to declare the queue {canonical!r} ({text})."
+
+
+def _type_mismatch(reply_text: str, wanted: str) -> bool:
+    """Whether RabbitMQ's refusal says the queue exists with the other type.
+
+    RabbitMQ names the first argument that differs: for a classic queue declared as quorum that
+    may be any argument only quorum queues have, which the existing queue has none of (and
+    the other way round).
+    """
+    match = _INEQUIVALENT.search(reply_text)
+    if match is None or match["argument"] not in _QUORUM_ARGUMENTS:
+        return False
+    if wanted == QUORUM:
+        return reply_text.rstrip().endswith("current is none")
+    return "received none" in reply_text
 
 
 def use_queue_types(broker: RabbitmqBroker, type_of: Callable[[str], str]) -> None:

@@ -38,10 +38,17 @@ The whole call has one deadline, ``time.monotonic() + timeout``, shared by its s
   way to put a deadline on a blocking call, and ``tests/test_publishing.py`` checks that
   they are still there.
 
-* A **nack** or an **unroutable** message (returned by ``mandatory=True``) comes back as
-  pika's ``NackError`` / ``UnroutableError`` once the confirm arrives; they fail the call
-  at once. The connection stays (it is healthy); an unroutable queue is marked to be
-  declared again on the next send, as Dramatiq does.
+* An **unroutable** message (returned by ``mandatory=True``) comes back as pika's
+  ``UnroutableError`` once the confirm arrives; it fails the call at once. The connection
+  stays (it is healthy); the queue is marked to be declared again on the next send, as
+  Dramatiq does.
+
+* A **nack** (pika's ``NackError``) discards the connection and the message is published once
+  more on a fresh one, within the same deadline; a second nack fails the call. A queue that
+  rejects publishes (full, ``x-overflow: reject-publish``) nacks both. A channel that
+  published to a quorum queue while its leader was moving (a RabbitMQ node stopped) may go on
+  nacking every publish to it, on RabbitMQ 3.10, while a new channel is served: the fresh
+  connection is what ends it (tests/integration/test_cluster.py).
 
 * Any other error **discards** the thread's connection: it is closed (gracefully when it is
   still open, bounded by the same timer mechanism and by the time left, at most one
@@ -283,9 +290,16 @@ class ConfirmingPublisher:
                     "nothing was sent. The queue will be declared again on the next send."
                 ) from exc
             except pika.exceptions.NackError as exc:
+                if session is not None:
+                    self._discard(session, deadline)
+                if not retried and time.monotonic() < deadline:
+                    logger.debug("RabbitMQ nacked a message on queue %r: publishing it again.", queue_name)
+                    retried = True
+                    continue
                 raise BrokerUnavailable(
                     f"RabbitMQ refused the message for queue {queue_name!r} (basic.nack), for instance "
-                    "because the queue is full and rejects publishes; nothing was sent."
+                    "because the queue is full and rejects publishes (twice, the second time on a new "
+                    "connection); nothing was sent."
                 ) from exc
             except _IO_ERRORS as exc:
                 if session is not None:
