@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 import requests
 from django.test import override_settings
+from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.errors import ConnectionClosed
 
@@ -192,6 +194,100 @@ def test_a_classic_queue_redeclared_as_quorum_is_a_clear_error(cluster, caplog):
         assert "already exists as a classic queue" in error
         assert "Moving to quorum queues" in error
     assert "already exists as a classic queue" in caplog.text
+
+
+class NackingChannel:
+    """A channel whose next publish goes through and is then nacked, as a stuck channel of RabbitMQ
+    3.10 does after a quorum queue's leader moved (see django_messenger/publishing/rabbitmq.py)."""
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
+
+    def basic_publish(self, *args: Any, **kwargs: Any) -> None:
+        self._channel.basic_publish(*args, **kwargs)
+        raise pika.exceptions.NackError([])
+
+
+def test_a_nacked_publish_is_sent_again_on_a_new_connection(cluster, monkeypatch):
+    queue = f"cluster-nack-{uuid.uuid4().hex[:8]}"
+    broker = RabbitmqBroker(
+        url=[node.url for node in cluster.nodes[1:]], confirm_delivery=True, middleware=[]
+    )
+    use_queue_types(broker, lambda name: "quorum")
+    publisher = ConfirmingPublisher(broker, timeout=5)
+    # Given a publisher whose first connection's channel nacks what it publishes
+    connect = publisher._connect
+    sessions = []
+
+    def connect_then_nack(deadline: float) -> Any:
+        session = connect(deadline)
+        if not sessions:
+            session.channel = NackingChannel(session.channel)
+        sessions.append(session)
+        return session
+
+    monkeypatch.setattr(publisher, "_connect", connect_then_nack)
+    try:
+        # When a message is published
+        _, message = envelope_message(queue, "tests.testapp.handlers.handle", Ping(text="nacked once"))
+        publisher.publish(message)
+    finally:
+        publisher.close()
+        broker.close()
+
+    # Then it was published again on a second connection, and that one was confirmed
+    assert len(sessions) == 2
+    assert not sessions[0].connection.is_open
+    assert message.message_id in queued_ids(cluster, queue)
+
+
+def test_a_full_quorum_queue_fails_a_publish_after_a_second_nack(cluster):
+    queue = f"cluster-full-{uuid.uuid4().hex[:8]}"
+    # Given a quorum queue that holds one message at most (a max-length policy; it rejects publishes
+    # once over it: a quorum queue may take one more before it notices, so it is filled first)
+    cluster.rabbitmqctl(cluster.nodes[1], "set_policy", f"{queue}-full", f"^{queue}$", '{"max-length": 1}')
+    broker = RabbitmqBroker(url=cluster.nodes[1].url, confirm_delivery=True, middleware=[])
+    use_queue_types(broker, lambda name: "quorum")
+    publisher = ConfirmingPublisher(broker, timeout=5)
+    sent, failures = 0, []
+    try:
+        # When messages are published to it
+        while sent < 5 and not failures:
+            _, message = envelope_message(queue, "tests.testapp.handlers.handle", Ping(text=f"full {sent}"))
+            started = time.monotonic()
+            try:
+                publisher.publish(message)
+                sent += 1
+            except BrokerUnavailable as exc:
+                failures.append((exc, time.monotonic() - started))
+    finally:
+        publisher.close()
+        broker.close()
+        cluster.rabbitmqctl(cluster.nodes[1], "clear_policy", f"{queue}-full")
+    # Then one fails, within the publish timeout, saying why (nacked on two connections)
+    assert failures, f"{sent} messages were all confirmed by a queue of max-length 1"
+    error, took = failures[0]
+    assert "basic.nack" in str(error)
+    assert "twice" in str(error)
+    assert took < 5 + 2
+
+
+def queued_ids(cluster: RabbitCluster, queue: str) -> list[str]:
+    """The Dramatiq message ids on ``queue`` (taken off it)."""
+    connection = pika.BlockingConnection(pika.URLParameters(cluster.nodes[1].url))
+    try:
+        channel = connection.channel()
+        ids = []
+        while True:
+            method, _, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return ids
+            ids.append(Message.decode(body).message_id)
+    finally:
+        connection.close()
 
 
 def test_a_node_stop_loses_no_accepted_message(cluster, cluster_env, log_dir, processes, capsys):
