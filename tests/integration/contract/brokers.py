@@ -18,6 +18,8 @@ from dramatiq import Broker, Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
+from django_messenger.brokers.rabbitmq import QUORUM, use_queue_types
+
 from ..conftest import AMQP_URL, delete_queues
 from ..processes import port_open
 from ..rabbit import publish_raw, queue_depth
@@ -98,6 +100,24 @@ class Rabbitmq(ContractBroker):
             delete_queues(*self.queues)
 
 
+class RabbitmqQuorum(Rabbitmq):
+    """RabbitMQ with ``queue_type = "quorum"``: the queues, delay and dead-letter queues are quorum
+    queues (on the machine's single node; tests/integration/test_cluster.py runs a cluster)."""
+
+    name = "rabbitmq-quorum"
+
+    def env(self, *, port: int | None = None) -> dict[str, str]:
+        # tests/integration/settings.py: any broker name but "redis" is RabbitMQ
+        return {**super().env(port=port), "MESSENGER_QUEUE_TYPE": "quorum"}
+
+    def client(self) -> Broker:
+        # The test process enqueues as a web process does: declaring quorum queues, or the worker
+        # would find classic ones (and refuse them, PRECONDITION_FAILED).
+        broker = RabbitmqBroker(url=AMQP_URL, confirm_delivery=True, middleware=[])
+        use_queue_types(broker, lambda queue: QUORUM)
+        return broker
+
+
 #: How long a Redis worker may go without a heartbeat before its messages are requeued (ms):
 #: short, so that the SIGKILL case sees them back within seconds (Dramatiq's default is 60 s).
 REDIS_HEARTBEAT_TIMEOUT = 3000
@@ -151,7 +171,11 @@ class Redis(ContractBroker):
             server.delete(*keys)
 
 
-BROKERS: dict[str, type[ContractBroker]] = {"rabbitmq": Rabbitmq, "redis": Redis}
+BROKERS: dict[str, type[ContractBroker]] = {
+    "rabbitmq": Rabbitmq,
+    "rabbitmq-quorum": RabbitmqQuorum,
+    "redis": Redis,
+}
 
 
 def enqueue(broker: ContractBroker, *messages: Message[Any]) -> None:
