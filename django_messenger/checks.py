@@ -181,6 +181,18 @@ def _redis_timeout_warnings(broker: Any) -> list[checks.CheckMessage]:
 DURABLE_REDIS = {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"}
 
 
+def _durable(key: str, value: str | None) -> bool:
+    """Whether Redis's ``key`` set to ``value`` keeps what a 202 accepted.
+
+    Besides ``noeviction``, the ``volatile-*`` policies evict only keys with an expiry, and
+    Dramatiq's Redis keys have none: at the limit such a Redis refuses writes as ``noeviction``
+    does. The ``allkeys-*`` policies evict queued messages.
+    """
+    if key == "maxmemory-policy" and value is not None and value.startswith("volatile-"):
+        return True
+    return value == DURABLE_REDIS[key]
+
+
 @checks.register("messenger", deploy=True)
 def check_redis_durability(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
@@ -195,15 +207,16 @@ def check_redis_durability(
         found = f"its persistence settings could not be read ({type(exc).__name__})"
     else:
         found = ", ".join(f"{key} {config.get(key, '?')}" for key in DURABLE_REDIS)
-        if all(config.get(key) == value for key, value in DURABLE_REDIS.items()):
+        if all(_durable(key, config.get(key)) for key in DURABLE_REDIS):
             return []
     return [
         checks.Warning(
             f"The Redis broker may lose accepted messages: {found}. A 202 on Redis means the message is "
             "in Redis's memory; a Redis restart or crash loses it unless every write is appended to "
-            "the AOF and fsynced, and a full Redis evicts it unless eviction is off.",
+            "the AOF and fsynced, and a full Redis that evicts any key (an allkeys-* policy) can drop it.",
             hint=(
-                "Run Redis with 'appendonly yes', 'appendfsync always' and 'maxmemory-policy noeviction', "
+                "Run Redis with 'appendonly yes', 'appendfsync always' and 'maxmemory-policy noeviction' "
+                "(or a volatile-* policy: Dramatiq's keys have no expiry, so it never evicts them), "
                 "or accept that a 202 can be lost (see docs/transports.md). Managed Redis: check its "
                 "persistence and eviction settings."
             ),
@@ -601,3 +614,84 @@ def _signature_errors(view: type, where: str) -> list[checks.CheckMessage]:
         )
         for problem in problems
     ]
+
+
+def _is_sqs_broker(broker: Any) -> bool:
+    """Whether ``broker`` is dramatiq-sqs's SQSBroker (or messenger's subclass), without importing it.
+
+    SQS is an optional extra: an SQSBroker exists only once dramatiq-sqs was imported.
+    """
+    module = sys.modules.get("dramatiq_sqs.broker")
+    sqs_broker = getattr(module, "SQSBroker", None)
+    return sqs_broker is not None and isinstance(broker, sqs_broker)
+
+
+@checks.register("messenger")
+def check_sqs(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """On an SQS broker: E012 a delay hop or a handler's ``max_backoff`` over SQS's 15 minutes;
+    W009 a MAX_MESSAGE_SIZE whose messages SQS cannot take."""
+    broker = binding.broker
+    if broker is None or not _is_sqs_broker(broker):
+        return []
+    # Here, not at import: dramatiq-sqs and boto3 are an optional extra, loaded only with this broker.
+    from .brokers.sqs import MAX_DELAY_SECONDS, delay_seconds, largest_envelope
+
+    found: list[checks.CheckMessage] = []
+    try:
+        hop = messenger_settings.DELAY_HOP
+    except ImproperlyConfigured:
+        hop = math.nan  # E010
+    if math.isfinite(hop) and delay_seconds(int(math.ceil(hop * 1000))) > MAX_DELAY_SECONDS:
+        found.append(
+            checks.Error(
+                f"MESSENGER['DELAY_HOP'] is {hop:g} s: SQS delays a message by at most "
+                f"{MAX_DELAY_SECONDS} s, so a longer delay would be refused instead of sent in hops.",
+                hint=f"Set DELAY_HOP to at most {MAX_DELAY_SECONDS} (the default, 600, is 10 min).",
+                obj="MESSENGER",
+                id="django_messenger.E012",
+            )
+        )
+    retries = next((m for m in broker.middleware if isinstance(m, Retries)), None)
+    if retries is not None:
+        for handler in locator.handlers:
+            actor = binding.actor_of(handler)
+            if actor is None:
+                continue
+            max_backoff = actor.options.get("max_backoff", retries.max_backoff)
+            if (
+                isinstance(max_backoff, int | float)
+                and delay_seconds(math.ceil(max_backoff)) > MAX_DELAY_SECONDS
+            ):
+                where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
+                found.append(
+                    checks.Error(
+                        f"The handler {where} has max_backoff={max_backoff:g} ms: SQS refuses a delay "
+                        f"over {MAX_DELAY_SECONDS} s, so a retry that waits longer cannot be sent "
+                        "(it is dead-lettered, or lost without messenger's RetryGuard).",
+                        hint=f"Set max_backoff to at most {MAX_DELAY_SECONDS * 1000} ms.",
+                        obj=where,
+                        id="django_messenger.E012",
+                    )
+                )
+    limit = messenger_settings.MAX_MESSAGE_SIZE
+    sqs_limit = getattr(broker, "max_message_size", None)
+    if isinstance(sqs_limit, int):
+        largest = largest_envelope(sqs_limit)
+        if not limit or limit > largest:
+            given = f"{limit} bytes" if limit else "0 (no limit)"
+            found.append(
+                checks.Warning(
+                    f"MESSENGER['MAX_MESSAGE_SIZE'] is {given}, but the SQS broker takes messages of at most "
+                    f"{sqs_limit} bytes as base64: an envelope over about {largest} bytes is refused "
+                    "by the broker's own limit when it is sent.",
+                    hint=(
+                        f"Set MAX_MESSAGE_SIZE to at most {largest}, so that the limit a client is told is "
+                        "the one that holds (django_messenger.brokers.sqs.SQSBroker answers 413 either way)."
+                    ),
+                    obj="MESSENGER",
+                    id="django_messenger.W009",
+                )
+            )
+    return found

@@ -11,9 +11,9 @@ from tests.settings import *  # noqa: F403
 DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F405
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
 
-#: Which broker the processes use: "rabbitmq" (the default) or "redis" (the contract suite's
-#: second broker, tests/integration/contract/). MESSENGER_BROKER_URL points either at the
-#: server or at a FaultProxy in front of it.
+#: Which broker the processes use: "rabbitmq" (the default), "redis" or "sqs" (the contract
+#: suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either at
+#: the server or at a FaultProxy in front of it.
 BROKER = os.environ.get("MESSENGER_TEST_BROKER", "rabbitmq")
 if BROKER == "redis":
     DRAMATIQ_BROKER = {
@@ -31,6 +31,20 @@ if BROKER == "redis":
             # A dead worker's messages come back after this long without its heartbeat
             "heartbeat_timeout": int(os.environ.get("MESSENGER_REDIS_HEARTBEAT_TIMEOUT", "60000")),
             "maintenance_chance": int(os.environ.get("MESSENGER_REDIS_MAINTENANCE_CHANCE", "1000")),
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
+elif BROKER == "sqs":
+    DRAMATIQ_BROKER = {
+        # moto's SQS server (tests/moto.py); credentials and region from AWS_* in the environment
+        "BROKER": "django_messenger.brokers.sqs.SQSBroker",
+        "OPTIONS": {
+            "endpoint_url": os.environ["MESSENGER_BROKER_URL"],
+            "region_name": "us-east-1",
+            # short, so that a SIGKILLed worker's messages come back within seconds
+            "visibility_timeout": int(os.environ.get("MESSENGER_SQS_VISIBILITY_TIMEOUT", "10")),
+            # deliveries before SQS's redrive policy dead-letters a message (queues created by the run)
+            "max_receives": int(os.environ.get("MESSENGER_SQS_MAX_RECEIVES", "5")),
         },
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }
@@ -64,6 +78,8 @@ MESSENGER = {
     "PUBLISH_TIMEOUT": float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")),
     "DELAY_HOP": float(os.environ.get("MESSENGER_DELAY_HOP", "600")),
 }
+if "MESSENGER_MAX_MESSAGE_SIZE" in os.environ:  # a broker that takes less than the default (SQS)
+    MESSENGER["MAX_MESSAGE_SIZE"] = int(os.environ["MESSENGER_MAX_MESSAGE_SIZE"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from base64 import b64encode
 from typing import Any, ClassVar
 
 import pytest
@@ -19,6 +20,8 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
 from django_messenger.brokers.rabbitmq import QUORUM, use_queue_types
+from django_messenger.dramatiq_encoder import OPTIONS_ALLOWANCE, max_body_size
+from tests.moto import AWS_ENV, MotoServer
 
 from ..conftest import AMQP_URL, delete_queues
 from ..processes import port_open
@@ -33,9 +36,13 @@ class ContractBroker:
     """
 
     name: ClassVar[str]
-    port: ClassVar[int]
+    #: The server's port: a class default for a server the machine runs, or set by an instance
+    #: that starts a server of its own on a free port (:class:`Sqs`).
+    port: int
     #: What a worker's environment needs for it to dead-letter bodies that are not messages.
     dead_lettering_env: ClassVar[dict[str, str]] = {}
+    #: The processes' MESSENGER["MAX_MESSAGE_SIZE"] when the broker needs a smaller one (None: the default).
+    max_message_size: ClassVar[int | None] = None
 
     def __init__(self) -> None:
         self.run = uuid.uuid4().hex[:12]
@@ -61,7 +68,16 @@ class ContractBroker:
 
     def env(self, *, port: int | None = None) -> dict[str, str]:
         """The environment that makes a process use this broker (through ``port``, if given)."""
-        return {"MESSENGER_TEST_BROKER": self.name, "MESSENGER_BROKER_URL": self.url(port)}
+        env = {"MESSENGER_TEST_BROKER": self.name, "MESSENGER_BROKER_URL": self.url(port)}
+        if self.max_message_size is not None:
+            env["MESSENGER_MAX_MESSAGE_SIZE"] = str(self.max_message_size)
+        return env
+
+    def max_body_size(self) -> int:
+        """The largest body the processes' ``BoundedJSONEncoder`` parses (dramatiq_encoder.max_body_size)."""
+        if self.max_message_size is None:
+            return max_body_size()
+        return 2 * self.max_message_size + OPTIONS_ALLOWANCE
 
     def client(self) -> Broker:
         """A Dramatiq broker in the test process, to enqueue messages as a web process does."""
@@ -171,10 +187,85 @@ class Redis(ContractBroker):
             server.delete(*keys)
 
 
+#: Seconds a message received from SQS stays invisible in the contract's processes: short, so that
+#: the SIGKILL case sees a killed worker's messages back within seconds. (Derived from the
+#: handlers' time limit otherwise: 2 x 10 min + 30 s.)
+SQS_VISIBILITY_TIMEOUT = 10
+
+
+class Sqs(ContractBroker):
+    """Amazon SQS as moto's server mode emulates it, on a free loopback port of this run's own."""
+
+    name = "sqs"
+    #: SQS takes 1 MiB of base64 text; BoundedJSONEncoder's largest body (twice this, plus the
+    #: options' room) must fit there for the contract's "too large to parse" body to be sent at all.
+    max_message_size = 256 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moto = MotoServer()
+        self.port = self.moto.port
+        self._inspector: Broker | None = None
+
+    def require(self) -> None:
+        """Start moto's server (moto[server] is in the test extra): fail when it cannot start."""
+        try:
+            self.moto.start()
+        except (OSError, RuntimeError) as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"moto's server did not start: {exc}")
+            pytest.skip(f"moto's server did not start: {exc}")
+
+    def url(self, port: int | None = None) -> str:
+        return f"http://127.0.0.1:{port or self.port}"
+
+    def env(self, *, port: int | None = None) -> dict[str, str]:
+        return {
+            **super().env(port=port),
+            **AWS_ENV,
+            "MESSENGER_SQS_VISIBILITY_TIMEOUT": str(SQS_VISIBILITY_TIMEOUT),
+        }
+
+    def client(self) -> Broker:
+        from django_messenger.brokers.sqs import SQSBroker
+
+        return SQSBroker(endpoint_url=self.url(), middleware=[], region_name="us-east-1", **self._keys())
+
+    @staticmethod
+    def _keys() -> dict[str, str]:
+        return {
+            "aws_access_key_id": AWS_ENV["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        }
+
+    def _url_of(self, queue: str, *, dead_letters: bool = False) -> Any:
+        # One client for the test's lookups (made once: wait_for polls dead_letters() often)
+        if self._inspector is None:
+            self._inspector = self.client()
+        broker: Any = self._inspector
+        broker.declare_queue(queue)
+        url = broker.dead_letter_url(queue) if dead_letters else broker.queue_url(queue)
+        return broker.client(), url
+
+    def dead_letters(self, queue: str) -> int:
+        sqs, url = self._url_of(queue, dead_letters=True)
+        found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(found["Attributes"]["ApproximateNumberOfMessages"])
+
+    def put_raw(self, queue: str, body: bytes) -> None:
+        # As the broker sends: the bytes in base64, which its consumers decode before parsing
+        sqs, url = self._url_of(queue)
+        sqs.send_message(QueueUrl=url, MessageBody=b64encode(body).decode())
+
+    def cleanup(self) -> None:
+        self.moto.stop()  # every queue of the run goes with the server
+
+
 BROKERS: dict[str, type[ContractBroker]] = {
     "rabbitmq": Rabbitmq,
     "rabbitmq-quorum": RabbitmqQuorum,
     "redis": Redis,
+    "sqs": Sqs,
 }
 
 

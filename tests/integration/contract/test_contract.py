@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from django_messenger.dramatiq_encoder import max_body_size
 from django_messenger.models import FailedMessage
 from tests.faultproxy import FaultProxy
 from tests.testapp.messages import Flaky, Ping, Work
@@ -21,7 +20,7 @@ from tests.testapp.models import Article, Effect
 
 from ..processes import manage, start_server, start_worker, wait_for
 from ..rabbit import envelope_message
-from .brokers import REDIS_HEARTBEAT_TIMEOUT, enqueue
+from .brokers import REDIS_HEARTBEAT_TIMEOUT, SQS_VISIBILITY_TIMEOUT, enqueue
 from .conftest import PUBLISH_TIMEOUT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -230,7 +229,8 @@ def test_bytes_that_are_not_a_message_are_dead_lettered_and_the_worker_goes_on(
     env = {**own_env, **contract_broker.dead_lettering_env}
     workers.append(start_worker(env, log_dir, queues=[queue], threads=2))
     # Given bytes that are not even JSON, and a body too large to parse (BoundedJSONEncoder), then good ones
-    undecodable = [b'{"queue_name": "not json', b'{"queue_name": "' + b"x" * (max_body_size() + 1) + b'"}']
+    too_large = contract_broker.max_body_size() + 1
+    undecodable = [b'{"queue_name": "not json', b'{"queue_name": "' + b"x" * too_large + b'"}']
     for body in undecodable:
         contract_broker.put_raw(queue, body)
     good = []
@@ -306,7 +306,12 @@ def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, l
     assert done() < len(sent), "the worker handled every message before it was killed"
     workers.append(start_worker(own_env, log_dir, queues=[queue], threads=4))
 
-    # Then every message is handled (on Redis once the dead worker's heartbeat timed out)
-    wait_for(lambda: done() >= len(sent), timeout=60 + REDIS_HEARTBEAT_TIMEOUT / 1000, what="every message")
+    # Then every message is handled (on Redis once the dead worker's heartbeat timed out, on SQS
+    # once the visibility timeout of the messages it held ran out)
+    wait_for(
+        lambda: done() >= len(sent),
+        timeout=60 + max(REDIS_HEARTBEAT_TIMEOUT / 1000, SQS_VISIBILITY_TIMEOUT),
+        what="every message",
+    )
     seen = set(Effect.objects.filter(handler="work").values_list("message_id", flat=True))
     assert set(sent) - seen == set()
