@@ -80,6 +80,14 @@ def cluster_env(cluster: RabbitCluster, django_db_setup: Any, django_db_blocker:
     }
 
 
+@pytest.fixture(scope="module")
+def cluster_worker(cluster_env: dict[str, str], log_dir: Path) -> Iterator[Process]:
+    """A ``rundramatiq`` worker on the cluster's queue (connected to node 0, the first URL)."""
+    process = start_worker(cluster_env, log_dir, queues=[cluster_env["MESSENGER_QUEUE"]])
+    yield process
+    process.stop()
+
+
 @pytest.fixture
 def processes() -> Iterator[list[Process]]:
     started: list[Process] = []
@@ -122,20 +130,17 @@ def post_at_steady_rate(url: str, stop: threading.Event, answers: list[Answer]) 
             time.sleep(max(0.0, start + n / RATE - time.monotonic()))
 
 
-def test_queues_delay_and_dead_letter_queues_are_quorum_queues(cluster, cluster_env, log_dir, processes):
+def test_queues_delay_and_dead_letter_queues_are_quorum_queues(cluster, cluster_env, cluster_worker):
+    # Given a worker on the cluster with queue_type "quorum" (it declared its queues)
     queue = cluster_env["MESSENGER_QUEUE"]
 
-    # Given a worker on the cluster with queue_type "quorum" (it declares its queues)
-    processes.append(start_worker(cluster_env, log_dir, queues=[queue]))
-
-    # Then its queue, delay queue and dead-letter queue are quorum queues, on every node
-    for node in cluster.nodes:
-        types = cluster.queue_types(node)
-        assert {name: types.get(name) for name in (queue, f"{queue}.DQ", f"{queue}.XQ")} == {
-            queue: "quorum",
-            f"{queue}.DQ": "quorum",
-            f"{queue}.XQ": "quorum",
-        }
+    # Then its queue, delay queue and dead-letter queue are quorum queues, on the three nodes
+    queues = cluster.queues(cluster.nodes[1])
+    assert {name: queues.get(name) for name in (queue, f"{queue}.DQ", f"{queue}.XQ")} == {
+        queue: ("quorum", 3),
+        f"{queue}.DQ": ("quorum", 3),
+        f"{queue}.XQ": ("quorum", 3),
+    }
 
 
 def test_a_handler_s_own_queue_and_the_fan_out_queue_are_quorum_too(cluster):
@@ -160,10 +165,10 @@ def test_a_handler_s_own_queue_and_the_fan_out_queue_are_quorum_too(cluster):
             broker.close()
 
     # Then the quorum transport's queues are quorum queues, the other transport's stay classic
-    types = cluster.queue_types(cluster.nodes[2])
+    queues = cluster.queues(cluster.nodes[2])
     for name in (fanout, "other"):
-        assert [types.get(q) for q in (name, f"{name}.DQ", f"{name}.XQ")] == ["quorum"] * 3
-    assert types.get(bulk) == "classic"
+        assert [queues.get(q) for q in (name, f"{name}.DQ", f"{name}.XQ")] == [("quorum", 3)] * 3
+    assert queues[bulk] == ("classic", 0)
 
 
 def test_a_classic_queue_redeclared_as_quorum_is_a_clear_error(cluster, caplog):
@@ -290,11 +295,11 @@ def queued_ids(cluster: RabbitCluster, queue: str) -> list[str]:
         connection.close()
 
 
-def test_a_node_stop_loses_no_accepted_message(cluster, cluster_env, log_dir, processes, capsys):
-    queue = cluster_env["MESSENGER_QUEUE"]
+def test_a_node_stop_loses_no_accepted_message(
+    cluster, cluster_env, cluster_worker, log_dir, processes, capsys
+):
     first = cluster.nodes[0]
     # Given a web server and a worker connected to node 0 (the first URL), quorum queues
-    processes.append(start_worker(cluster_env, log_dir, queues=[queue]))
     worker_connections = wait_for(lambda: len(connections(cluster, first)), what="the worker on node 0")
     server, url = start_server(cluster_env, log_dir, wsgi="tests.integration.wsgi:application", threads=8)
     processes.append(server)
