@@ -125,9 +125,9 @@ def explain_refusal(error: BaseException, queue_name: str, wanted: str) -> str |
         return (
             f"RabbitMQ refused to declare the queue {canonical!r} (or its .DQ/.XQ) as a {wanted} queue: it "
             f"already exists as a {existing} queue, and a queue's type never changes ({text}). Either set "
-            f"the transport's queue_type back to {existing!r}, or move the queue: stop its workers, let it "
-            f"drain, delete {canonical!r}, {canonical + '.DQ'!r} and {xq_name(canonical)!r}, and start the "
-            f"workers again (docs/transports.md, 'Moving to quorum queues')."
+            f"the transport's queue_type back to {existing!r}, or move the queue: with nothing new sent, "
+            f"let its workers drain it, stop them, delete {canonical!r}, {canonical + '.DQ'!r} and "
+            f"{xq_name(canonical)!r}, and start them again (docs/transports.md, 'Moving to quorum queues')."
         )
     if "inequivalent arg" in text:
         return (
