@@ -130,6 +130,13 @@ class MessengerSettings:
         """The Dramatiq queue of handlers routed to ``transport`` that name none."""
         return str(self.TRANSPORTS.get(transport, {}).get("queue_name", "default"))
 
+    def queue_type(self, transport: str) -> Any:
+        """The ``queue_type`` of ``transport``'s queues: ``"classic"`` (the default) or ``"quorum"``.
+
+        Returned as given; system check E014 names any other value.
+        """
+        return self.TRANSPORTS.get(transport, {}).get("queue_type", "classic")
+
 
 #: Every key's default, read-only.
 DEFAULTS: Mapping[str, Any] = MappingProxyType(
