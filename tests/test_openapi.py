@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from django.urls import include, path
 from drf_spectacular.generators import SchemaGenerator
@@ -305,3 +307,87 @@ def test_without_drf_spectacular_in_installed_apps_nothing_of_it_is_imported():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[] False"
+
+
+# -- the documented answers are the answers ------------------------------------------------------
+
+
+def assert_documented(schema: dict[str, Any], path_: str, method: str, response: Any) -> None:
+    """``response`` is one of the answers ``schema`` documents for ``method path_``: its status,
+    its required headers (and their format) and its body's JSON schema."""
+    documented = schema["paths"][path_][method]["responses"]
+    status = str(response.status_code)
+    assert status in documented, f"{status} is not documented for {method.upper()} {path_}"
+    answer = documented[status]
+    for name, header in answer.get("headers", {}).items():
+        if header.get("required"):
+            assert response.has_header(name), f"{status} lacks its required header {name}"
+        if response.has_header(name) and header["schema"].get("format") == "uuid":
+            uuid.UUID(response[name])
+        if response.has_header(name) and header["schema"]["type"] == "integer":
+            int(response[name])
+    if "content" not in answer:
+        assert response.content == b"", "an answer documented without a body has one"
+        return
+    assert response["Content-Type"].split(";")[0] in answer["content"]
+    body_schema_ = answer["content"]["application/json"]["schema"]
+    jsonschema.validate(response.json(), {**body_schema_, "components": schema["components"]})
+
+
+@pytest.mark.django_db
+class TestTheDemoAnswersAsDocumented:
+    """Each answer of the demo's book resource, from the test client, against the demo's schema."""
+
+    @pytest.fixture
+    def book(self) -> Any:
+        from testproject.library.models import Book
+
+        return Book.objects.create(title="Emma", author="Austen")
+
+    def test_accepted_writes(self, demo_schema, api_client, broker, book):
+        answers = [
+            (
+                "/books/",
+                "post",
+                api_client.post("/demo/books/", {"title": "Dune", "author": "H"}, format="json"),
+            ),
+            (
+                "/books/{id}/",
+                "put",
+                api_client.put(f"/demo/books/{book.pk}/", {"title": "A", "author": "B"}, format="json"),
+            ),
+            (
+                "/books/{id}/",
+                "patch",
+                api_client.patch(f"/demo/books/{book.pk}/", {"title": "C"}, format="json"),
+            ),
+            ("/books/{id}/", "delete", api_client.delete(f"/demo/books/{book.pk}/")),
+        ]
+        for path_, method, response in answers:
+            assert response.status_code == 202
+            assert_documented(demo_schema, path_, method, response)
+
+    def test_invalid_unreadable_and_missing(self, demo_schema, api_client, broker, book):
+        invalid = api_client.post("/demo/books/", {"title": ""}, format="json")
+        unreadable = api_client.post("/demo/books/", "{not json", content_type="application/json")
+        missing = api_client.patch("/demo/books/999999/", {"title": "C"}, format="json")
+        assert (invalid.status_code, unreadable.status_code, missing.status_code) == (400, 400, 404)
+        assert_documented(demo_schema, "/books/", "post", invalid)
+        assert_documented(demo_schema, "/books/", "post", unreadable)
+        assert_documented(demo_schema, "/books/{id}/", "patch", missing)
+
+    def test_too_large(self, demo_schema, api_client, broker, settings):
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+        response = api_client.post("/demo/books/", {"title": "x" * 150, "author": "y"}, format="json")
+        assert response.status_code == 413
+        assert_documented(demo_schema, "/books/", "post", response)
+
+    def test_broker_unavailable(self, demo_schema, api_client, broker, monkeypatch):
+        def refuse(message: Any, *, delay: Any = None) -> Any:
+            raise ConnectionError("connection refused")
+
+        monkeypatch.setattr(broker, "enqueue", refuse)
+        response = api_client.post("/demo/books/", {"title": "Dune", "author": "H"}, format="json")
+        assert response.status_code == 503
+        assert response.has_header("Messenger-Message-Id")
+        assert_documented(demo_schema, "/books/", "post", response)
