@@ -10,7 +10,7 @@ annotate with ``@extend_schema`` still wins over what messenger documents.
 
 A messenger write is documented as it behaves (docs/openapi.md): ``messenger_status`` (202) with
 no body and a ``Messenger-Message-Id`` header, or the view's serializer when ``messenger_output``
-is on; 400 with DRF's error body; 404 where the write looks an object up; 413; 503 with
+is on; 400 with DRF's error body; 404 where the write looks an object up; 413; 415; 503 with
 ``Retry-After``. For ``messenger = "input"`` the request body is ``input_serializer_class``,
 a DELETE's included. :meth:`MessengerAutoSchema.messenger_responses` and
 :meth:`MessengerAutoSchema.messenger_response_headers` are the places to add further answers.
@@ -171,6 +171,9 @@ class MessengerAutoSchema(AutoSchema):
             description=(
                 "The request, or the message it makes, is larger than a worker accepts: nothing was sent."
             ),
+        )
+        responses[415] = OpenApiResponse(
+            response=error, description="The request's Content-Type is not one this endpoint reads."
         )
         responses[503] = OpenApiResponse(
             response=error,

@@ -59,7 +59,7 @@ def body_schema(schema: dict[str, Any], content: dict[str, Any]) -> dict[str, An
 
 
 def assert_messenger_write(schema: dict[str, Any], operation: dict[str, Any], *, lookup: bool) -> None:
-    """What every messenger write documents: 202 with no body and its id, 400, 413, 503."""
+    """What every messenger write documents: 202 with no body and its id, 400, 413, 415, 503."""
     responses = operation["responses"]
     accepted = responses["202"]
     assert "content" not in accepted, "a 202 has no body"
@@ -74,6 +74,7 @@ def assert_messenger_write(schema: dict[str, Any], operation: dict[str, Any], *,
     assert invalid["additionalProperties"]  # each field name maps to its errors
 
     assert body_schema(schema, responses["413"]["content"])["required"] == ["detail"]
+    assert body_schema(schema, responses["415"]["content"])["required"] == ["detail"]
 
     unavailable = responses["503"]
     assert body_schema(schema, unavailable["content"])["required"] == ["detail"]
@@ -181,7 +182,7 @@ def test_an_output_view_documents_its_status_and_the_serializer_s_result(testapp
     output = responses["200"]  # messenger_status = 200
     assert set(body_schema(testapp_schema, output["content"])["properties"]) == {"a", "b"}
     assert output["headers"]["Messenger-Message-Id"]["required"] is True
-    assert {"400", "413", "503"} <= set(responses)
+    assert {"400", "413", "415", "503"} <= set(responses)
 
 
 def test_views_that_are_not_messenger_views_are_left_alone(testapp_schema):
@@ -371,7 +372,10 @@ class TestTheDemoAnswersAsDocumented:
         invalid = api_client.post("/demo/books/", {"title": ""}, format="json")
         unreadable = api_client.post("/demo/books/", "{not json", content_type="application/json")
         missing = api_client.patch("/demo/books/999999/", {"title": "C"}, format="json")
+        unsupported = api_client.post("/demo/books/", "title=Dune", content_type="text/plain")
         assert (invalid.status_code, unreadable.status_code, missing.status_code) == (400, 400, 404)
+        assert unsupported.status_code == 415
+        assert_documented(demo_schema, "/books/", "post", unsupported)
         assert_documented(demo_schema, "/books/", "post", invalid)
         assert_documented(demo_schema, "/books/", "post", unreadable)
         assert_documented(demo_schema, "/books/{id}/", "patch", missing)
