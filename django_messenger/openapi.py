@@ -18,6 +18,8 @@ a DELETE's included. :meth:`MessengerAutoSchema.messenger_responses` and
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiViewExtension
@@ -246,31 +248,32 @@ class MessengerViewExtension(OpenApiViewExtension):
     def view_replacement(self) -> type[APIView]:
         view: type[APIView] = self.target
         attributes: dict[str, Any] = {"__module__": view.__module__, "__doc__": view.__doc__}
-        schema = get_class(view.schema)
-        if isinstance(schema, type) and issubclass(schema, AutoSchema):
-            attributes["schema"] = with_messenger_schema(schema)()
+        schema = view.schema  # the view's own, or a fresh DEFAULT_SCHEMA_CLASS() (DRF's DefaultSchema)
+        if isinstance(schema, AutoSchema):
+            attributes["schema"] = _with_messenger(schema)
         # A method annotated with @extend_schema carries its own schema class, which
         # drf-spectacular uses instead of the view's: mix messenger's into it as well.
         for name in ("create", "update", "partial_update", "destroy", "post", "put", "patch", "delete"):
             method = getattr(view, name, None)
-            method_schema = getattr(method, "kwargs", {}).get("schema") if method is not None else None
-            if method_schema is None:
-                continue
-            method_schema = get_class(method_schema)
+            method_schema = get_class(getattr(method, "kwargs", {}).get("schema"))
             if isinstance(method_schema, type) and issubclass(method_schema, AutoSchema):
                 attributes[name] = _with_schema(method, with_messenger_schema(method_schema))
         return type(view.__name__, (view,), attributes)
 
 
+def _with_messenger(schema: AutoSchema) -> AutoSchema:
+    """A copy of the schema instance ``schema``, its arguments kept, of messenger's mixed class."""
+    mixed = copy.copy(schema)
+    mixed.__class__ = with_messenger_schema(type(schema))
+    return mixed
+
+
 def _with_schema(method: Any, schema_class: type[AutoSchema]) -> Any:
     """A copy of the view method ``method`` whose ``kwargs["schema"]`` is ``schema_class``."""
 
+    @functools.wraps(method)
     def replacement(self: Any, *args: Any, **kwargs: Any) -> Any:
         return method(self, *args, **kwargs)
 
-    for attribute, value in vars(method).items():
-        setattr(replacement, attribute, value)
-    replacement.__name__ = method.__name__
-    replacement.__qualname__ = method.__qualname__
     replacement.kwargs = {**method.kwargs, "schema": schema_class}  # type: ignore[attr-defined]
     return replacement
