@@ -218,14 +218,18 @@ class OverriddenPingViewSet(MessengerViewSet):
 
 
 class TaggingSchema(AutoSchema):
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
     def get_tags(self) -> list[str]:
-        return ["tagged-by-the-user"]
+        return [self.tag]
 
 
 class OwnSchemaArticleViewSet(MessengerMixin, viewsets.ModelViewSet):  # type: ignore[type-arg]
     queryset = Article.objects.order_by("id")
     serializer_class = ArticleSerializer
-    schema = TaggingSchema()
+    schema = TaggingSchema("tagged-by-the-user")
 
     @action(detail=True, methods=["post"], serializer_class=NoteSerializer)
     def annotate(self, request: Any, pk: str | None = None) -> Response:
