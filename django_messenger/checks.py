@@ -180,6 +180,18 @@ def _redis_timeout_warnings(broker: Any) -> list[checks.CheckMessage]:
 DURABLE_REDIS = {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"}
 
 
+def _durable(key: str, value: str | None) -> bool:
+    """Whether Redis's ``key`` set to ``value`` keeps what a 202 accepted.
+
+    Besides ``noeviction``, the ``volatile-*`` policies evict only keys with an expiry, and
+    Dramatiq's Redis keys have none: at the limit such a Redis refuses writes as ``noeviction``
+    does. The ``allkeys-*`` policies evict queued messages.
+    """
+    if key == "maxmemory-policy" and value is not None and value.startswith("volatile-"):
+        return True
+    return value == DURABLE_REDIS[key]
+
+
 @checks.register("messenger", deploy=True)
 def check_redis_durability(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
@@ -194,15 +206,16 @@ def check_redis_durability(
         found = f"its persistence settings could not be read ({type(exc).__name__})"
     else:
         found = ", ".join(f"{key} {config.get(key, '?')}" for key in DURABLE_REDIS)
-        if all(config.get(key) == value for key, value in DURABLE_REDIS.items()):
+        if all(_durable(key, config.get(key)) for key in DURABLE_REDIS):
             return []
     return [
         checks.Warning(
             f"The Redis broker may lose accepted messages: {found}. A 202 on Redis means the message is "
             "in Redis's memory; a Redis restart or crash loses it unless every write is appended to "
-            "the AOF and fsynced, and a full Redis evicts it unless eviction is off.",
+            "the AOF and fsynced, and a full Redis that evicts any key (an allkeys-* policy) can drop it.",
             hint=(
-                "Run Redis with 'appendonly yes', 'appendfsync always' and 'maxmemory-policy noeviction', "
+                "Run Redis with 'appendonly yes', 'appendfsync always' and 'maxmemory-policy noeviction' "
+                "(or a volatile-* policy: Dramatiq's keys have no expiry, so it never evicts them), "
                 "or accept that a 202 can be lost (see docs/transports.md). Managed Redis: check its "
                 "persistence and eviction settings."
             ),

@@ -13,7 +13,11 @@ failures, ``messenger_failed retry``). How it waits for the broker depends on th
   the broker URL), which system check W006 holds within ``PUBLISH_TIMEOUT``.
 
 Any failure becomes :class:`~django_messenger.exceptions.BrokerUnavailable`, chained to its
-cause: the message was not confirmed (it may still have reached the broker). Its ``reason``
+cause: the message was not confirmed (it may still have reached the broker). That includes an
+error the broker answers, such as a Redis out of memory under ``noeviction`` (``OOM command not
+allowed``): the broker refused the write, and a client's retry once it has room succeeds. A
+client never gets a 500 from a send; an error that will not go away by itself (a wrong password,
+a key of another type) keeps answering 503, and its reason in the log says which. Its ``reason``
 says what happened, for logs; its ``detail`` what a client can do. Callers log it with what
 they know (the message id).
 """
@@ -45,4 +49,14 @@ def publish(broker: Any, message: Message[Any], *, delay: int | None = None) -> 
     except BrokerUnavailable:
         raise
     except Exception as exc:
-        raise BrokerUnavailable(f"The message broker did not accept the message: {exc!r}") from exc
+        raise BrokerUnavailable(f"The message broker did not accept the message: {describe(exc)}") from exc
+
+
+def describe(exc: BaseException) -> str:
+    """``exc``'s class and text, for a log line.
+
+    Not ``repr(exc)``: redis-py 8's errors show only their kind and class there
+    (``server:OutOfMemoryError``), without what Redis answered ("OOM command not allowed...").
+    """
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
