@@ -10,9 +10,10 @@ annotate with ``@extend_schema`` still wins over what messenger documents.
 
 A messenger write is documented as it behaves (docs/openapi.md): ``messenger_status`` (202) with
 no body and a ``Messenger-Message-Id`` header, or the view's serializer when ``messenger_output``
-is on; 400 with DRF's error body; 404 where the write looks an object up; 413; 415; 503 with
-``Retry-After``. For ``messenger = "input"`` the request body is ``input_serializer_class``,
-a DELETE's included. :meth:`MessengerAutoSchema.messenger_responses` and
+is on and the message is handled in the request (routed to ``sync``); 400 with DRF's error body;
+404 where the write looks an object up; 413; 415; 503 with ``Retry-After``. For
+``messenger = "input"`` the request body is ``input_serializer_class``, a DELETE's included.
+:meth:`MessengerAutoSchema.messenger_responses` and
 :meth:`MessengerAutoSchema.messenger_response_headers` are the places to add further answers.
 """
 
@@ -29,7 +30,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework.views import APIView
 
-from .conf import messenger_settings
+from .conf import SYNC_TRANSPORT, messenger_settings
+from .message_types import type_name
 from .mixins import (
     MESSAGE_ID_HEADER,
     MessengerCreateMixin,
@@ -37,6 +39,8 @@ from .mixins import (
     MessengerUpdateMixin,
     MessengerViewMixin,
 )
+from .persisters import dispatched_type
+from .routing import transport_name_for
 
 #: The action a write method runs, for views that are not viewsets.
 ACTIONS = {"POST": "create", "PUT": "update", "PATCH": "partial_update", "DELETE": "destroy"}
@@ -137,6 +141,14 @@ class MessengerAutoSchema(AutoSchema):
             parameters += self.messenger_response_headers()
         return parameters
 
+    def messenger_handled_in_request(self) -> bool:
+        """Whether the dispatched type is routed to the ``sync`` transport, whose handlers' result
+        ``messenger_output`` returns; a type sent to a worker answers with no body. True when the
+        view cannot tell its type (system check E006)."""
+        view = self._messenger_view()
+        message_type = dispatched_type(view, view.get_messenger_serializer_class())
+        return message_type is None or transport_name_for(type_name(message_type)) == SYNC_TRANSPORT
+
     def messenger_success_status(self) -> int:
         return self._messenger_view().messenger_status
 
@@ -146,13 +158,12 @@ class MessengerAutoSchema(AutoSchema):
         action = self.messenger_action()
         error = self._error_component(ERROR_COMPONENT, ERROR_SCHEMA)
         responses: dict[int, OpenApiResponse] = {}
-        if view.messenger_output:
+        if view.messenger_output and self.messenger_handled_in_request():
             responses[self.messenger_success_status()] = OpenApiResponse(
                 response=self._get_serializer(),
                 description=(
-                    "The message was handled synchronously: the body is the last handler's result, "
-                    "serialized by the view's serializer. The body is empty when the handler returned "
-                    "nothing, or when the message was sent to a worker instead."
+                    "The message was handled in the request: the body is the last handler's result, "
+                    "serialized by the view's serializer (empty when the handler returned nothing)."
                 ),
             )
         else:

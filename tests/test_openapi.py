@@ -181,14 +181,23 @@ def test_input_views_document_the_input_serializer_as_every_write_s_body(testapp
     )
 
 
-def test_an_output_view_documents_its_status_and_the_serializer_s_result(testapp_schema):
-    operation = testapp_schema["paths"]["/computations/"]["post"]
-    responses = operation["responses"]
+def test_an_output_view_handled_in_the_request_documents_the_serializer_s_result(settings):
+    settings.MESSENGER = {**settings.MESSENGER, "ROUTING": {"testapp.Compute": "sync"}}
+    schema = schema_of("tests.testapp.urls")
+    responses = schema["paths"]["/computations/"]["post"]["responses"]
     assert "202" not in responses
     output = responses["200"]  # messenger_status = 200
-    assert set(body_schema(testapp_schema, output["content"])["properties"]) == {"a", "b"}
+    assert set(body_schema(schema, output["content"])["properties"]) == {"a", "b"}
     assert output["headers"]["Messenger-Message-Id"]["required"] is True
     assert {"400", "413", "415", "503"} <= set(responses)
+
+
+def test_an_output_view_whose_message_goes_to_a_worker_documents_no_body(settings):
+    settings.MESSENGER = {**settings.MESSENGER, "ROUTING": {"testapp.Compute": "async"}}
+    schema = schema_of("tests.testapp.urls")
+    output = schema["paths"]["/computations/"]["post"]["responses"]["200"]
+    assert "content" not in output  # the view answers before any handler ran: nothing to return
+    assert output["headers"]["Messenger-Message-Id"]["required"] is True
 
 
 def test_views_that_are_not_messenger_views_are_left_alone(testapp_schema):
