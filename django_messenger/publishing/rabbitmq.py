@@ -82,7 +82,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -228,12 +228,20 @@ class ConfirmingPublisher:
 
     # The public side.
 
-    def publish(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+    def publish(
+        self,
+        message: Message[Any],
+        *,
+        delay: int | None = None,
+        check: Callable[[bytes], None] | None = None,
+    ) -> Message[Any]:
         """Send ``message``, like ``RabbitmqBroker.enqueue``, within ``timeout`` seconds.
 
         ``delay`` (milliseconds) sends it to the delay queue with an ``eta`` option, as
         Dramatiq does. Returns the message that was sent (a copy when delayed). The broker's
         ``before_enqueue`` and ``after_enqueue`` middleware hooks run around the send.
+        ``check``, when given, is called with the encoded body before it is sent; what it
+        raises propagates, and nothing is sent.
 
         Raises:
           BrokerUnavailable: the broker did not confirm the message in time, refused it
@@ -252,6 +260,8 @@ class ConfirmingPublisher:
         self.broker.emit_before("enqueue", message, delay)
         # Encoded after the before_enqueue hooks, as Dramatiq does: what they change is sent.
         body = message.encode()
+        if check is not None:
+            check(body)
         properties = pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority"))
         logger.debug("Publishing message %r on queue %r.", message.message_id, queue_name)
         self._send(canonical_queue_name, queue_name, body, properties, deadline)
