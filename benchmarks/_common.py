@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -342,3 +343,13 @@ def machine_info() -> str:
         f"nproc {os.cpu_count()}, Python {platform.python_version()}, Django {django.get_version()}, "
         f"Dramatiq {dramatiq.__version__}, pika {pika.__version__}, RabbitMQ {rabbit}"
     )
+
+
+def write_summary(path: str | None, ratios: Iterable[dict[str, Any]]) -> None:
+    """Write the target ratios of a run to ``path`` as JSON (for ``benchmarks.targets``); no path, nothing.
+
+    Each ratio: ``name``, ``value`` (median), ``band`` ("min–max" of the per-round ratios),
+    ``target`` and ``verdict``.
+    """
+    if path:
+        Path(path).write_text(json.dumps(list(ratios), indent=2), encoding="utf-8")
