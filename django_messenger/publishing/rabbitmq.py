@@ -482,6 +482,9 @@ class PublisherCache:
 
     def get(self, broker: RabbitmqBroker, timeout: float) -> ConfirmingPublisher:
         key = (id(broker), float(timeout))
+        publisher = self._publishers.get(key)  # the common case, without the lock (a dict read is atomic)
+        if publisher is not None and publisher.broker is broker:
+            return publisher
         with self._lock:
             publisher = self._publishers.get(key)
             # The cache holds the broker, so its id cannot be reused while cached; the check is cheap.
