@@ -24,6 +24,7 @@ from collections import defaultdict
 from typing import Any
 
 from benchmarks._common import (
+    call_rows,
     delete_queues,
     median,
     new_prefix,
@@ -65,6 +66,11 @@ def main() -> None:
     parser.add_argument("--variants", default="bare,dramatiq,messenger")
     parser.add_argument(
         "--profile", metavar="VARIANT", help="run VARIANT under pyinstrument and print the tree"
+    )
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="also count the Python function calls per request (cProfile): a measure load does not change",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 requests, 1 round")
     args = parser.parse_args()
@@ -132,6 +138,12 @@ def main() -> None:
             ],
             rows,
         )
+        if args.calls:
+            print_table(
+                "Python function calls per request (cProfile's count)",
+                ["variant", "calls/request", f"vs {variants[0]}"],
+                call_rows(variants, lambda variant: call(PATHS[variant]), min(args.requests, 300)),
+            )
         if args.profile:
             from pyinstrument import Profiler
 

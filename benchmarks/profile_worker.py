@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from benchmarks._common import median, print_table, run_main, spread
+from benchmarks._common import call_rows, median, print_table, run_main, spread
 
 
 def main() -> None:
@@ -37,6 +37,11 @@ def main() -> None:
     parser.add_argument("-n", "--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print messenger's side under pyinstrument")
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="also count the Python function calls per message (cProfile): a measure load does not change",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -126,6 +131,12 @@ def main() -> None:
             for v, r in results.items()
         ],
     )
+    if args.calls:
+        print_table(
+            "Python function calls per message (cProfile's count)",
+            ["variant", "calls/message", "vs messenger"],
+            call_rows(list(bodies), lambda variant: process(bodies[variant], brokers[variant]), 2000),
+        )
     if args.profile:
         from pyinstrument import Profiler
 
