@@ -12,8 +12,13 @@ failures, ``messenger_failed retry``). How it waits for the broker depends on th
   that client's own timeouts (Redis: ``socket_timeout`` and ``socket_connect_timeout`` in
   the broker URL), which system check W006 holds within ``PUBLISH_TIMEOUT``.
 
-Any failure becomes :class:`~django_messenger.exceptions.BrokerUnavailable`, chained to its
-cause: the message was not confirmed (it may still have reached the broker). Its ``reason``
+Any failure but ``MessageTooLarge`` (a broker's own size limit: nothing was sent, a 413)
+becomes :class:`~django_messenger.exceptions.BrokerUnavailable`, chained to its
+cause: the message was not confirmed (it may still have reached the broker). That includes an
+error the broker answers, such as a Redis out of memory under ``noeviction`` (``OOM command not
+allowed``): the broker refused the write, and a client's retry once it has room succeeds. A
+client never gets a 500 from a send; an error that will not go away by itself (a wrong password,
+a key of another type) keeps answering 503, and its reason in the log says which. Its ``reason``
 says what happened, for logs; its ``detail`` what a client can do. Callers log it with what
 they know (the message id).
 """
@@ -28,7 +33,7 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from ..conf import messenger_settings
-from ..exceptions import BrokerUnavailable
+from ..exceptions import BrokerUnavailable, MessageTooLarge
 from .rabbitmq import ConfirmingPublisher, bounded_parameters, clear_publishers, get_publisher
 
 __all__ = ["ConfirmingPublisher", "bounded_parameters", "clear_publishers", "get_publisher", "publish"]
@@ -48,7 +53,8 @@ def publish(
     On RabbitMQ that is the very body that is published, encoded once, after the broker's
     ``before_enqueue`` hooks; on another broker, whose ``enqueue`` encodes the message itself,
     an encoding made for the check. Returns the message that was sent (a copy, on the delay
-    queue, when delayed).
+    queue, when delayed). A broker that measures messages itself (``brokers.sqs.SQSBroker``)
+    may raise ``MessageTooLarge``: it passes through, as nothing was sent.
     """
     refused: BaseException
     try:
@@ -60,13 +66,23 @@ def publish(
             guarded(message.encode())
         sent: Message[Any] = broker.enqueue(message, delay=delay)
         return sent
-    except BrokerUnavailable:
+    except (BrokerUnavailable, MessageTooLarge):  # a broker's own size limit is a 413, not a 503
         raise
     except _CheckRefused as exc:
         refused = exc.error
     except Exception as exc:
-        raise BrokerUnavailable(f"The message broker did not accept the message: {exc!r}") from exc
+        raise BrokerUnavailable(f"The message broker did not accept the message: {describe(exc)}") from exc
     raise refused  # outside the handler: its own traceback and cause, no added context
+
+
+def describe(exc: BaseException) -> str:
+    """``exc``'s class and text, for a log line.
+
+    Not ``repr(exc)``: redis-py 8's errors show only their kind and class there
+    (``server:OutOfMemoryError``), without what Redis answered ("OOM command not allowed...").
+    """
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _CheckRefused(Exception):
