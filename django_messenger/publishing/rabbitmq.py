@@ -84,12 +84,13 @@ of this one on gunicorn ``gthread`` and was removed (docs/performance.md, CHANGE
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -203,6 +204,27 @@ def _on_timer(session: _Session) -> None:
     impl = session.connection._impl
     if impl is not None and not impl.is_closed:
         impl._terminate_stream(DeadlineExceeded(session.reason))
+
+
+@contextlib.contextmanager
+def deadline(connection: pika.BlockingConnection, seconds: float, reason: str) -> Iterator[None]:
+    """Bound every blocking pika call made on ``connection`` in the block to ``seconds``.
+
+    For a connection of its own (``messenger_stats``): the publisher's deadline timer, armed
+    once for the block and removed on exit; past it, the pending call raises
+    :class:`DeadlineExceeded`.
+    """
+    session = _Session(connection=connection, pid=os.getpid())
+    _bound(session, time.monotonic() + max(seconds, 0.0), reason)
+    try:
+        yield
+    finally:
+        session.deadline = 0.0
+        if session.timer is not None and connection._impl is not None:
+            try:
+                connection._impl._adapter_remove_timeout(session.timer)
+            except Exception:  # pragma: no cover - the I/O loop may be gone with the connection
+                logger.debug("Could not remove a deadline timer.", exc_info=True)
 
 
 class ConfirmingPublisher:
