@@ -101,11 +101,22 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interva
 # -- processes --------------------------------------------------------------------------
 
 
-_LOG_DIR = Path(tempfile.mkdtemp(prefix="django-messenger-bench-"))
-# The logs of the started processes go away with the script unless BENCH_KEEP_LOGS is set
-# (errors print the tail of the log that explains them).
-if not os.environ.get("BENCH_KEEP_LOGS"):
-    atexit.register(shutil.rmtree, _LOG_DIR, True)
+_log_dir: Path | None = None
+
+
+def log_dir() -> Path:
+    """The directory of the started processes' logs, made on first use (not on import: the
+    benchmark project's processes import this module through ``benchmarks.brokers``).
+
+    The logs go away with the script unless BENCH_KEEP_LOGS is set (errors print the tail of
+    the log that explains them).
+    """
+    global _log_dir
+    if _log_dir is None:
+        _log_dir = Path(tempfile.mkdtemp(prefix="django-messenger-bench-"))
+        if not os.environ.get("BENCH_KEEP_LOGS"):
+            atexit.register(shutil.rmtree, _log_dir, True)
+    return _log_dir
 
 
 @dataclass
@@ -147,7 +158,7 @@ _started: list[Process] = []
 
 
 def start(name: str, args: Sequence[str], env: dict[str, str]) -> Process:
-    log_path = _LOG_DIR / f"{name}-{time.monotonic_ns()}.log"
+    log_path = log_dir() / f"{name}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
             list(args),
@@ -327,18 +338,27 @@ def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]
     sys.stdout.flush()
 
 
-def machine_info() -> str:
+def rabbitmq_version() -> str:
+    version = "?"
+    with contextlib.suppress(Exception):
+        connection, _ = amqp_channel()
+        found = connection._impl.server_properties.get("version", b"?")
+        version = found.decode() if isinstance(found, bytes) else str(found)
+        connection.close()
+    return version
+
+
+def machine_info(server: str | None = None) -> str:
+    """The header line of a run: the machine, the versions, and the broker's server
+    (``server``, e.g. ``"Redis 7.0.15"``; RabbitMQ's version when not given)."""
     import django
     import dramatiq
     import pika
 
-    rabbit = "?"
-    with contextlib.suppress(Exception):
-        connection, _ = amqp_channel()
-        rabbit = connection._impl.server_properties.get("version", b"?")
-        rabbit = rabbit.decode() if isinstance(rabbit, bytes) else str(rabbit)
-        connection.close()
+    if server is None:
+        server = f"RabbitMQ {rabbitmq_version()}"
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return (
-        f"nproc {os.cpu_count()}, Python {platform.python_version()}, Django {django.get_version()}, "
-        f"Dramatiq {dramatiq.__version__}, pika {pika.__version__}, RabbitMQ {rabbit}"
+        f"nproc {os.cpu_count()}, load average {load}, Python {platform.python_version()}, "
+        f"Django {django.get_version()}, Dramatiq {dramatiq.__version__}, pika {pika.__version__}, {server}"
     )

@@ -1,7 +1,9 @@
 """HTTP dispatch: requests/s of a messenger POST endpoint against the hand-written alternatives.
 
 One run compares, on gunicorn (2 workers; ``sync``, then ``gthread`` with 8 threads) loaded by
-``wrk -t2 -c16`` on loopback, all views validating the same serializer and answering 202:
+``wrk -t2 -c16`` on loopback, all views validating the same serializer and answering 202, every
+sending view on the same broker (``--broker``: ``rabbitmq``, the default, or ``redis``; see
+``benchmarks/brokers.py``):
 
   (a) bare       validate, answer 202, send nothing
   (b) dramatiq   ``actor.send()`` by hand, broker ``confirm_delivery=True``
@@ -10,16 +12,21 @@ One run compares, on gunicorn (2 workers; ``sync``, then ``gthread`` with 8 thre
   (e) messenger  confirms off (broker and ``MESSENGER["CONFIRM_DELIVERY"]``)
   (f) celery     ``.delay()`` (no confirms: Celery's default); skipped without celery
 
+(c) and (e) exist only where a send can skip the broker's answer (RabbitMQ); (f) runs on
+RabbitMQ only. On Redis a send waits for the enqueue script's answer: (b) and (d) compare.
+
 Each broker configuration is its own gunicorn (``BENCH_CONFIRM=1`` or ``0``), all started
 once and kept running; the variants are measured in interleaved rounds (the order rotates
 each round) and every queue is purged after each measurement (nobody consumes). Prints the
 median requests/s over the rounds, the min–max spread, and the ratios issue 4 names with the
 min–max of the per-round ratios as the noise band.
 
-Needs RabbitMQ on 127.0.0.1:5672 and wrk (``apt-get install -y wrk``).
+Needs the broker's server (RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379) and wrk
+(``apt-get install -y wrk``).
 
     python -m benchmarks.http_dispatch               # ~3 minutes
     python -m benchmarks.http_dispatch --quick       # smoke run, a few seconds
+    python -m benchmarks.http_dispatch --broker redis
 """
 
 from __future__ import annotations
@@ -27,27 +34,27 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 
 from benchmarks._common import (
     ROOT,
     bench_env,
-    delete_queues,
     machine_info,
     median,
     new_prefix,
     print_table,
-    purge,
     ratio_band,
-    require_rabbitmq,
     require_wrk,
     run_main,
     spread,
     start_gunicorn,
     stop_all,
     verdict,
+    wait_for,
 )
+from benchmarks.brokers import BROKERS, DEFAULT
 
 LUA = str(ROOT / "benchmarks" / "post.lua")
 
@@ -99,6 +106,18 @@ def run_wrk(wrk: str, url: str, *, duration: int, threads: int, connections: int
     return WrkResult(float(match.group(1)), errors)
 
 
+def answers(url: str) -> bool:
+    """Whether a POST of the benchmark's body to ``url`` gets a 202."""
+    request = urllib.request.Request(
+        url, data=b'{"name": "ada", "count": 3}', headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bool(response.status == 202)
+    except OSError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,6 +130,7 @@ def main() -> None:
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--gthread-threads", type=int, default=8)
     parser.add_argument("--variants", default="abcdef", help="which variants to run (letters)")
+    parser.add_argument("--broker", choices=list(BROKERS), default=DEFAULT, help="default: %(default)s")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 s, 1 round, sync workers, no warm-up"
     )
@@ -119,21 +139,29 @@ def main() -> None:
         args.duration, args.rounds, args.worker_classes = 1, 1, "sync"
 
     wrk = require_wrk()
-    require_rabbitmq()
+    prefix = new_prefix()
+    broker = BROKERS[args.broker](prefix)
+    broker.require()
     variants = [v for v in VARIANTS if v.key in args.variants]
     notes: list[str] = []
+    if any(not v.confirm for v in variants) and False not in broker.confirm_modes:
+        variants = [v for v in variants if v.confirm]
+        notes.append(f"(c), (e) skipped: {broker.no_unconfirmed_note}")
+    if args.broker != "rabbitmq" and any(v.key == "f" for v in variants):
+        variants = [v for v in variants if v.key != "f"]
+        notes.append(f"(f) celery skipped: the Celery variant runs on RabbitMQ only (not {args.broker}).")
     try:
         import celery  # noqa: F401
     except ImportError:
-        variants = [v for v in variants if v.key != "f"]
-        notes.append("(f) celery skipped: celery is not installed (pip install -e '.[bench]').")
+        if any(v.key == "f" for v in variants):
+            variants = [v for v in variants if v.key != "f"]
+            notes.append("(f) celery skipped: celery is not installed (pip install -e '.[bench]').")
 
-    prefix = new_prefix()
     queues = sorted({f"{prefix}-{v.queue}" for v in variants if v.queue})
     classes = [c.strip() for c in args.worker_classes.split(",") if c.strip()]
-    print(f"Machine: {machine_info()}")
+    print(f"Machine: {machine_info(f'{broker.server} {broker.version()}')}")
     print(
-        f"gunicorn {args.gunicorn_workers} workers ({', '.join(classes)}; gthread with "
+        f"Broker {args.broker}: gunicorn {args.gunicorn_workers} workers ({', '.join(classes)}; gthread with "
         f"{args.gthread_threads} threads), wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
         f"{args.rounds} interleaved rounds"
     )
@@ -143,7 +171,9 @@ def main() -> None:
         servers: dict[tuple[str, bool], str] = {}
         for worker_class in classes:
             for confirm in sorted({v.confirm for v in variants}):
-                env = bench_env(prefix, BENCH_CONFIRM="1" if confirm else "0")
+                env = bench_env(
+                    prefix, BENCH_CONFIRM="1" if confirm else "0", BENCH_BROKER=args.broker, **broker.env()
+                )
                 _, url = start_gunicorn(
                     f"gunicorn-{worker_class}-{'c' if confirm else 'n'}",
                     env,
@@ -152,6 +182,8 @@ def main() -> None:
                     threads=args.gthread_threads,
                 )
                 servers[worker_class, confirm] = url
+                # The port opens before the workers have booted: wait for an answer from one.
+                wait_for(lambda url=url: answers(url + "/bare/"), timeout=60, what=f"{url} to answer")
         # Warm-up: every worker process imports, connects and declares its queues.
         for worker_class in classes if not args.quick else []:
             for v in variants:
@@ -162,7 +194,7 @@ def main() -> None:
                     threads=args.threads,
                     connections=args.connections,
                 )
-        purge(queues)
+        broker.purge(queues)
         for round_index in range(args.rounds):
             for worker_class in classes:
                 shift = round_index % len(variants)
@@ -177,11 +209,12 @@ def main() -> None:
                     results[worker_class, v.key].append(result.rps)
                     errors[worker_class, v.key] += result.errors
                     if v.queue:
-                        purge([f"{prefix}-{v.queue}"])
+                        broker.purge([f"{prefix}-{v.queue}"])
             print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     finally:
         stop_all()
-        delete_queues(queues, exchanges=[f"{prefix}-celery"])
+        broker.cleanup(queues, exchanges=[f"{prefix}-celery"] if any(v.key == "f" for v in variants) else [])
+        broker.close()
 
     for worker_class in classes:
         bare = results.get((worker_class, "a"), [])
@@ -200,7 +233,7 @@ def main() -> None:
                 ]
             )
         print_table(
-            f"HTTP dispatch, gunicorn {worker_class}: requests/s (median of {args.rounds})",
+            f"HTTP dispatch, gunicorn {worker_class}, {args.broker}: requests/s (median of {args.rounds})",
             ["variant", "req/s", "min–max", "vs bare", "errors"],
             rows,
         )
@@ -246,7 +279,7 @@ def main() -> None:
             )
     if rows:
         print_table(
-            "Ratios (noise band: min–max of the per-round ratios)",
+            f"Ratios on {args.broker} (noise band: min–max of the per-round ratios)",
             ["workers", "ratio", "median", "band", "target", "verdict"],
             rows,
         )

@@ -3,7 +3,8 @@
 ``dramatiq benchmarks.raw_actor --queues $BENCH_PLAIN_QUEUE`` runs it. The broker has the
 benchmark project's URL and options, and its Dramatiq middleware list minus django-dramatiq's
 ``DbConnectionsMiddleware`` (which needs Django). The actor name and options are those of
-``benchmarks.project.bench.tasks.raw_noop``.
+``benchmarks.project.bench.tasks.raw_noop``. The broker is ``BENCH_BROKER``'s entry in
+``benchmarks.brokers`` (RabbitMQ by default), built as the project's settings describe it.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import os
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Retries, TimeLimit
 
-AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+from benchmarks.brokers import selected
+
 QUEUE = os.environ.get("BENCH_PLAIN_QUEUE", "bench-plain")
 
-broker = RabbitmqBroker(
-    url=f"{AMQP_URL}?heartbeat=30&blocked_connection_timeout=10",
-    confirm_delivery=os.environ.get("BENCH_CONFIRM", "1") == "1",
+broker = selected().build(
+    os.environ.get("BENCH_PREFIX", "bench"),
+    os.environ.get("BENCH_CONFIRM", "1") == "1",
     middleware=[AgeLimit(), TimeLimit(), Callbacks(), Retries()],
 )
 dramatiq.set_broker(broker)

@@ -1,7 +1,8 @@
-"""Worker: messages/s drained from RabbitMQ, and the RSS of each worker process.
+"""Worker: messages/s drained from a broker, and the RSS of each worker process.
 
 N no-op messages (default 20,000) are published to a queue nobody consumes, then a worker
-is started on it and the drain is timed. The variants, all on the same RabbitMQ broker
+is started on it and the drain is timed. The variants, all on the same broker (``--broker``:
+``rabbitmq``, the default, or ``redis``; see ``benchmarks/brokers.py``) with the same broker
 settings, Dramatiq middleware list and ``--processes P --threads T``:
 
   messenger        ``rundramatiq`` of the benchmark project, messenger's no-op handler
@@ -9,7 +10,7 @@ settings, Dramatiq middleware list and ``--processes P --threads T``:
                    no Django: the same middleware minus django-dramatiq's DbConnections)
   django-dramatiq  ``rundramatiq`` of the same project without django_messenger in
                    INSTALLED_APPS, the same no-op actor: the RSS baseline
-  celery           ``celery worker -P prefork -c P`` on the same RabbitMQ (optional)
+  celery           ``celery worker -P prefork -c P`` on the same RabbitMQ (optional; RabbitMQ only)
 
 Timing excludes start-up: the clock starts at the first queue-depth poll after every worker
 process said it was ready and stops when the queue is empty; the rate is the messages left at
@@ -19,6 +20,7 @@ Rounds are interleaved (the order rotates); the table shows medians and min–ma
 
     python -m benchmarks.worker               # 20,000 messages, 3 rounds: ~2 minutes
     python -m benchmarks.worker --quick       # 500 messages, 1 round
+    python -m benchmarks.worker --broker redis
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import argparse
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +40,12 @@ from benchmarks._common import (
     amqp_channel,
     bench_env,
     children,
-    delete_queues,
     machine_info,
     median,
     new_prefix,
     print_table,
     queue_depth,
     ratio_band,
-    require_rabbitmq,
     rss_mib,
     run_main,
     spread,
@@ -54,6 +54,7 @@ from benchmarks._common import (
     verdict,
     wait_for,
 )
+from benchmarks.brokers import BROKERS, DEFAULT, BenchBroker
 
 
 @dataclass
@@ -64,49 +65,31 @@ class Drain:
     main_rss: float | None
 
 
-def publish_bodies(queue: str, bodies: Callable[[int], bytes], n: int) -> None:
-    """Publish ``n`` persistent messages to ``queue`` (declared already), then wait for them."""
-    import pika
-
-    connection, channel = amqp_channel()
-    try:
-        properties = pika.BasicProperties(delivery_mode=2)
-        for i in range(n):
-            channel.basic_publish("", queue, bodies(i), properties)
-        wait_for(lambda: queue_depth(channel, queue) >= n, timeout=60, what=f"{n} messages on {queue}")
-    finally:
-        connection.close()
-
-
-def drain(worker: Process, queue: str, ready: Callable[[str], bool], n: int, timeout: float) -> Drain:
+def drain(
+    broker: BenchBroker, worker: Process, queue: str, ready: Callable[[str], bool], timeout: float
+) -> Drain:
     """Time the worker's drain of ``queue`` from the moment every process is ready."""
-    connection, channel = amqp_channel()
-    try:
-        wait_for(
-            lambda: (worker.check_alive(), ready(worker.log()))[1], timeout=90, what=f"{worker.name} ready"
-        )
-        t_start, left = time.perf_counter(), queue_depth(channel, queue)
-        deadline = t_start + timeout
-        while True:
-            depth = queue_depth(channel, queue)
-            now = time.perf_counter()
-            if depth == 0:
-                break
-            if now > deadline:
-                raise RuntimeError(f"{worker.name} did not drain {queue} in {timeout} s ({depth} left).")
-            time.sleep(0.01)
-        elapsed = now - t_start
-        time.sleep(0.2)  # the last prefetched messages
-        pids = [pid for pid in children(worker.pid)]
-        rss = [value for value in (rss_mib(pid) for pid in pids) if value is not None]
-        return Drain(
-            rate=left / elapsed if left else float("nan"),
-            measured=left,
-            worker_rss=rss,
-            main_rss=rss_mib(worker.pid),
-        )
-    finally:
-        connection.close()
+    wait_for(lambda: (worker.check_alive(), ready(worker.log()))[1], timeout=90, what=f"{worker.name} ready")
+    t_start, left = time.perf_counter(), broker.depth(queue)
+    deadline = t_start + timeout
+    while True:
+        depth = broker.depth(queue)
+        now = time.perf_counter()
+        if depth == 0:
+            break
+        if now > deadline:
+            raise RuntimeError(f"{worker.name} did not drain {queue} in {timeout} s ({depth} left).")
+        time.sleep(0.01)
+    elapsed = now - t_start
+    time.sleep(0.2)  # the last prefetched messages
+    pids = [pid for pid in children(worker.pid)]
+    rss = [value for value in (rss_mib(pid) for pid in pids) if value is not None]
+    return Drain(
+        rate=left / elapsed if left else float("nan"),
+        measured=left,
+        worker_rss=rss,
+        main_rss=rss_mib(worker.pid),
+    )
 
 
 def main() -> None:
@@ -118,19 +101,21 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--variants", default="messenger,dramatiq,django-dramatiq,celery")
+    parser.add_argument("--broker", choices=list(BROKERS), default=DEFAULT, help="default: %(default)s")
     parser.add_argument("--quick", action="store_true", help="smoke run: 500 messages, 1 round, 1 x 4")
     args = parser.parse_args()
     if args.quick:
         args.messages, args.rounds, args.processes, args.threads = 500, 1, 1, 4
-    require_rabbitmq()
 
     prefix = new_prefix()
+    bench_broker = BROKERS[args.broker](prefix)
+    bench_broker.require()
     os.environ["BENCH_PREFIX"] = prefix
+    os.environ["BENCH_BROKER"] = args.broker
     os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.project.settings"
     import django
 
     django.setup()
-    import dramatiq
     from django.conf import settings
     from dramatiq import Message
 
@@ -141,42 +126,41 @@ def main() -> None:
     from django_messenger.locator import locator
     from django_messenger.transports.dramatiq.binding import binding
 
-    broker = dramatiq.get_broker()
     handler_actor = binding.actor_of(locator.handlers_for(Ping)[0])
     assert handler_actor.fn.__name__ == handle_ping.__name__
     plain_queue = f"{prefix}-plain"
     messenger_queue, raw_queue = settings.MESSENGER_QUEUE, settings.RAW_QUEUE
-    for queue in (messenger_queue, raw_queue, plain_queue):
-        broker.declare_queue(queue, ensure=True)
 
-    def messenger_body(i: int) -> bytes:
-        payload = encode_envelope(Envelope(Ping(name="ada", count=i)))
-        return Message(
-            queue_name=messenger_queue,
-            actor_name=handler_actor.actor_name,
-            args=(payload,),
-            kwargs={},
-            options={},
-        ).encode()
+    def messenger_messages(n: int) -> Iterator[Message[Any]]:
+        for i in range(n):
+            payload = encode_envelope(Envelope(Ping(name="ada", count=i)))
+            yield Message(
+                queue_name=messenger_queue,
+                actor_name=handler_actor.actor_name,
+                args=(payload,),
+                kwargs={},
+                options={},
+            )
 
-    def raw_body(queue: str) -> Callable[[int], bytes]:
-        def body(i: int) -> bytes:
-            return Message(
+    def raw_messages(queue: str, n: int) -> Iterator[Message[Any]]:
+        for i in range(n):
+            yield Message(
                 queue_name=queue,
                 actor_name="bench.raw_noop",
                 args=(),
                 kwargs={"name": "ada", "count": i},
                 options={},
-            ).encode()
-
-        return body
+            )
 
     pt = ["--processes", str(args.processes), "--threads", str(args.threads)]
     dramatiq_ready = lambda log: log.count("Worker process is ready for action.") >= args.processes  # noqa: E731
-    env = bench_env(prefix)
+    env = bench_env(prefix, BENCH_BROKER=args.broker, **bench_broker.env())
     notes: list[str] = []
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     celery_app: Any = None
+    if "celery" in variants and args.broker != "rabbitmq":
+        variants.remove("celery")
+        notes.append(f"celery skipped: the Celery variant runs on RabbitMQ only (not {args.broker}).")
     if "celery" in variants:
         try:
             from benchmarks.project import celery_app
@@ -185,8 +169,9 @@ def main() -> None:
             notes.append("celery skipped: celery is not installed (pip install -e '.[bench]').")
 
     def run(variant: str) -> Drain:
+        n = args.messages
         if variant == "messenger":
-            publish_bodies(messenger_queue, messenger_body, args.messages)
+            bench_broker.publish(messenger_queue, messenger_messages(n), n)
             argv = [
                 PYTHON,
                 "-m",
@@ -198,12 +183,12 @@ def main() -> None:
             ]
             worker, queue, ready = start("rundramatiq-messenger", argv, env), messenger_queue, dramatiq_ready
         elif variant == "dramatiq":
-            publish_bodies(plain_queue, raw_body(plain_queue), args.messages)
+            bench_broker.publish(plain_queue, raw_messages(plain_queue, n), n)
             argv = [str(BIN / "dramatiq"), "benchmarks.raw_actor", *pt, "--queues", plain_queue]
             worker = start("dramatiq-plain", argv, {**env, "BENCH_PLAIN_QUEUE": plain_queue})
             queue, ready = plain_queue, dramatiq_ready
         elif variant == "django-dramatiq":
-            publish_bodies(raw_queue, raw_body(raw_queue), args.messages)
+            bench_broker.publish(raw_queue, raw_messages(raw_queue, n), n)
             argv = [PYTHON, "-m", "benchmarks.project.manage", "rundramatiq", *pt, "--queues", raw_queue]
             worker = start("rundramatiq-plain", argv, {**env, "BENCH_MESSENGER": "0"})
             queue, ready = raw_queue, dramatiq_ready
@@ -241,13 +226,14 @@ def main() -> None:
         else:
             raise SystemExit(f"Unknown variant {variant!r}.")
         try:
-            return drain(worker, queue, ready, args.messages, timeout=max(60.0, args.messages / 200))
+            return drain(bench_broker, worker, queue, ready, timeout=max(60.0, args.messages / 200))
         finally:
             worker.stop()
 
-    print(f"Machine: {machine_info()}")
+    print(f"Machine: {machine_info(f'{bench_broker.server} {bench_broker.version()}')}")
     print(
-        f"{args.messages:,} no-op messages, {args.processes} processes x {args.threads} threads "
+        f"Broker {args.broker}: {args.messages:,} no-op messages, "
+        f"{args.processes} processes x {args.threads} threads "
         f"(celery: prefork -c {args.processes}), {args.rounds} interleaved rounds"
     )
     results: dict[str, list[Drain]] = defaultdict(list)
@@ -264,7 +250,8 @@ def main() -> None:
         if celery_app is not None:
             queues.append(celery_app.QUEUE)
             exchanges.append(celery_app.QUEUE)
-        delete_queues(queues, exchanges)
+        bench_broker.cleanup(queues, exchanges)
+        bench_broker.close()
 
     rows = []
     for variant in variants:
@@ -284,7 +271,8 @@ def main() -> None:
             ]
         )
     print_table(
-        f"Worker drain: messages/s and RSS per worker process (MiB), median of {args.rounds}",
+        f"Worker drain on {args.broker}: messages/s and RSS per worker process (MiB), "
+        f"median of {args.rounds}",
         ["variant", "msg/s", "min–max", "msgs timed", "RSS/worker", "RSS min–max", "RSS parent"],
         rows,
     )
@@ -324,7 +312,7 @@ def main() -> None:
             ]
         )
     print_table(
-        "Ratios (noise band: min–max of the per-round ratios)",
+        f"Ratios on {args.broker} (noise band: min–max of the per-round ratios)",
         ["ratio", "median", "band", "target", "verdict"],
         rows,
     )

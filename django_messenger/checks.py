@@ -14,6 +14,7 @@ from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 from django.urls import URLPattern, URLResolver, get_resolver
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries
@@ -84,7 +85,8 @@ def check_handlers(
 def check_broker(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E004 a RabbitMQ broker without publisher confirms; E008 django_dramatiq missing."""
+    """E004 a RabbitMQ broker without publisher confirms; E008 django_dramatiq missing; on Redis,
+    W006; on PostgreSQL, E013 a database it cannot write on and W010 a send it does not bound."""
     errors: list[checks.CheckMessage] = []
     if not apps.is_installed("django_dramatiq"):
         errors.append(
@@ -118,7 +120,119 @@ def check_broker(
         errors.extend(_connection_warnings(broker))
     if _is_redis_broker(broker):
         errors.extend(_redis_timeout_warnings(broker))
+    if _is_postgres_broker(broker):
+        errors.extend(_postgres_errors(broker))
     return errors
+
+
+def _is_postgres_broker(broker: Any) -> bool:
+    """Whether ``broker`` is dramatiq-postgres' PostgresBroker (or messenger's), without importing it.
+
+    dramatiq-postgres is an optional extra: a PostgresBroker exists only once its module was imported.
+    """
+    module = sys.modules.get("dramatiq_postgres.broker")
+    postgres_broker = getattr(module, "PostgresBroker", None)
+    return postgres_broker is not None and isinstance(broker, postgres_broker)
+
+
+#: psycopg waits this long to connect when ``connect_timeout`` is not set (and at least 2 s when it is).
+PSYCOPG_DEFAULT_CONNECT_TIMEOUT = 130
+PSYCOPG_MIN_CONNECT_TIMEOUT = 2
+
+
+def postgres_connect_bound(alias: str) -> float:
+    """The longest psycopg may take to connect to Django's database ``alias``, in seconds."""
+    options = connections.settings[alias].get("OPTIONS") or {}
+    value = options.get("connect_timeout")
+    try:
+        seconds = int(float(value)) if value is not None else 0
+    except (TypeError, ValueError):
+        seconds = 0
+    if seconds <= 0:
+        return float(PSYCOPG_DEFAULT_CONNECT_TIMEOUT)
+    return float(max(seconds, PSYCOPG_MIN_CONNECT_TIMEOUT))
+
+
+def _postgres_errors(broker: Any) -> list[checks.CheckMessage]:
+    """E013 a PostgreSQL broker that cannot write on its database; W010 a send it does not bound."""
+    messages: list[checks.CheckMessage] = []
+    if apps.is_installed("dramatiq_postgres.django"):
+        messages.append(
+            checks.Error(
+                "'dramatiq_postgres.django' is in INSTALLED_APPS: it builds a broker of its own, beside "
+                "the one django_dramatiq builds from DRAMATIQ_BROKER, which messenger is bound to.",
+                hint=(
+                    "Remove 'dramatiq_postgres.django' from INSTALLED_APPS and name "
+                    "'django_messenger.brokers.postgres.PostgresBroker' in DRAMATIQ_BROKER['BROKER']; "
+                    "create its tables with `dramatiq-postgres init` (see docs/transports.md)."
+                ),
+                obj="INSTALLED_APPS",
+                id="django_messenger.E013",
+            )
+        )
+    if not getattr(broker, "transactional", False):
+        messages.append(
+            checks.Warning(
+                f"DRAMATIQ_BROKER names dramatiq-postgres' own {type(broker).__name__}: its enqueue "
+                "retries up to 10 times with waits of up to 30 s (a write could hang far beyond "
+                f"MESSENGER['PUBLISH_TIMEOUT'] before its 503), on a connection of its own (a message "
+                "dispatched in a transaction is sent at the commit, not written with it).",
+                hint=(
+                    "Use 'django_messenger.brokers.postgres.PostgresBroker' (same options): one attempt "
+                    "within PUBLISH_TIMEOUT, on the caller's Django connection."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.W010",
+            )
+        )
+        return messages
+    alias = str(broker.database)
+    if alias not in connections.settings:
+        messages.append(
+            checks.Error(
+                f"The PostgreSQL broker writes on the database {alias!r}, which is not in DATABASES.",
+                hint=(
+                    "Set DRAMATIQ_BROKER['OPTIONS']['database'] to the alias of the database holding "
+                    "its tables."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E013",
+            )
+        )
+        return messages
+    engine = str(connections.settings[alias].get("ENGINE", ""))
+    if connections[alias].vendor != "postgresql":
+        messages.append(
+            checks.Error(
+                f"The PostgreSQL broker writes on the database {alias!r}, whose ENGINE is {engine!r}: "
+                "its messages are rows of a PostgreSQL table, written on that database's connection.",
+                hint=(
+                    "Point DRAMATIQ_BROKER['OPTIONS']['database'] at a PostgreSQL database "
+                    "(django.db.backends.postgresql) that holds the broker's tables."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E013",
+            )
+        )
+        return messages
+    bound = postgres_connect_bound(alias)
+    timeout = messenger_settings.PUBLISH_TIMEOUT
+    if bound > timeout:
+        messages.append(
+            checks.Warning(
+                f"Connecting to the database {alias!r} may take up to {bound:g} s (psycopg's "
+                f"connect_timeout, 130 s when unset, 2 s at least), longer than "
+                f"MESSENGER['PUBLISH_TIMEOUT'] ({timeout:g} s): a write could wait that long for a new "
+                "connection before its 503.",
+                hint=(
+                    f"Set DATABASES[{alias!r}]['OPTIONS']['connect_timeout'] to at most PUBLISH_TIMEOUT "
+                    "(whole seconds, 2 at least), and PUBLISH_TIMEOUT to 2 or more."
+                ),
+                obj="DATABASES",
+                id="django_messenger.W010",
+            )
+        )
+    return messages
 
 
 def _is_redis_broker(broker: Any) -> bool:
@@ -180,6 +294,18 @@ def _redis_timeout_warnings(broker: Any) -> list[checks.CheckMessage]:
 DURABLE_REDIS = {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "noeviction"}
 
 
+def _durable(key: str, value: str | None) -> bool:
+    """Whether Redis's ``key`` set to ``value`` keeps what a 202 accepted.
+
+    Besides ``noeviction``, the ``volatile-*`` policies evict only keys with an expiry, and
+    Dramatiq's Redis keys have none: at the limit such a Redis refuses writes as ``noeviction``
+    does. The ``allkeys-*`` policies evict queued messages.
+    """
+    if key == "maxmemory-policy" and value is not None and value.startswith("volatile-"):
+        return True
+    return value == DURABLE_REDIS[key]
+
+
 @checks.register("messenger", deploy=True)
 def check_redis_durability(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
@@ -194,15 +320,16 @@ def check_redis_durability(
         found = f"its persistence settings could not be read ({type(exc).__name__})"
     else:
         found = ", ".join(f"{key} {config.get(key, '?')}" for key in DURABLE_REDIS)
-        if all(config.get(key) == value for key, value in DURABLE_REDIS.items()):
+        if all(_durable(key, config.get(key)) for key in DURABLE_REDIS):
             return []
     return [
         checks.Warning(
             f"The Redis broker may lose accepted messages: {found}. A 202 on Redis means the message is "
             "in Redis's memory; a Redis restart or crash loses it unless every write is appended to "
-            "the AOF and fsynced, and a full Redis evicts it unless eviction is off.",
+            "the AOF and fsynced, and a full Redis that evicts any key (an allkeys-* policy) can drop it.",
             hint=(
-                "Run Redis with 'appendonly yes', 'appendfsync always' and 'maxmemory-policy noeviction', "
+                "Run Redis with 'appendonly yes', 'appendfsync always' and 'maxmemory-policy noeviction' "
+                "(or a volatile-* policy: Dramatiq's keys have no expiry, so it never evicts them), "
                 "or accept that a 202 can be lost (see docs/transports.md). Managed Redis: check its "
                 "persistence and eviction settings."
             ),
@@ -508,3 +635,84 @@ def _signature_errors(view: type, where: str) -> list[checks.CheckMessage]:
         )
         for problem in problems
     ]
+
+
+def _is_sqs_broker(broker: Any) -> bool:
+    """Whether ``broker`` is dramatiq-sqs's SQSBroker (or messenger's subclass), without importing it.
+
+    SQS is an optional extra: an SQSBroker exists only once dramatiq-sqs was imported.
+    """
+    module = sys.modules.get("dramatiq_sqs.broker")
+    sqs_broker = getattr(module, "SQSBroker", None)
+    return sqs_broker is not None and isinstance(broker, sqs_broker)
+
+
+@checks.register("messenger")
+def check_sqs(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """On an SQS broker: E012 a delay hop or a handler's ``max_backoff`` over SQS's 15 minutes;
+    W009 a MAX_MESSAGE_SIZE whose messages SQS cannot take."""
+    broker = binding.broker
+    if broker is None or not _is_sqs_broker(broker):
+        return []
+    # Here, not at import: dramatiq-sqs and boto3 are an optional extra, loaded only with this broker.
+    from .brokers.sqs import MAX_DELAY_SECONDS, delay_seconds, largest_envelope
+
+    found: list[checks.CheckMessage] = []
+    try:
+        hop = messenger_settings.DELAY_HOP
+    except ImproperlyConfigured:
+        hop = math.nan  # E010
+    if math.isfinite(hop) and delay_seconds(int(math.ceil(hop * 1000))) > MAX_DELAY_SECONDS:
+        found.append(
+            checks.Error(
+                f"MESSENGER['DELAY_HOP'] is {hop:g} s: SQS delays a message by at most "
+                f"{MAX_DELAY_SECONDS} s, so a longer delay would be refused instead of sent in hops.",
+                hint=f"Set DELAY_HOP to at most {MAX_DELAY_SECONDS} (the default, 600, is 10 min).",
+                obj="MESSENGER",
+                id="django_messenger.E012",
+            )
+        )
+    retries = next((m for m in broker.middleware if isinstance(m, Retries)), None)
+    if retries is not None:
+        for handler in locator.handlers:
+            actor = binding.actor_of(handler)
+            if actor is None:
+                continue
+            max_backoff = actor.options.get("max_backoff", retries.max_backoff)
+            if (
+                isinstance(max_backoff, int | float)
+                and delay_seconds(math.ceil(max_backoff)) > MAX_DELAY_SECONDS
+            ):
+                where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
+                found.append(
+                    checks.Error(
+                        f"The handler {where} has max_backoff={max_backoff:g} ms: SQS refuses a delay "
+                        f"over {MAX_DELAY_SECONDS} s, so a retry that waits longer cannot be sent "
+                        "(it is dead-lettered, or lost without messenger's RetryGuard).",
+                        hint=f"Set max_backoff to at most {MAX_DELAY_SECONDS * 1000} ms.",
+                        obj=where,
+                        id="django_messenger.E012",
+                    )
+                )
+    limit = messenger_settings.MAX_MESSAGE_SIZE
+    sqs_limit = getattr(broker, "max_message_size", None)
+    if isinstance(sqs_limit, int):
+        largest = largest_envelope(sqs_limit)
+        if not limit or limit > largest:
+            given = f"{limit} bytes" if limit else "0 (no limit)"
+            found.append(
+                checks.Warning(
+                    f"MESSENGER['MAX_MESSAGE_SIZE'] is {given}, but the SQS broker takes messages of at most "
+                    f"{sqs_limit} bytes as base64: an envelope over about {largest} bytes is refused "
+                    "by the broker's own limit when it is sent.",
+                    hint=(
+                        f"Set MAX_MESSAGE_SIZE to at most {largest}, so that the limit a client is told is "
+                        "the one that holds (django_messenger.brokers.sqs.SQSBroker answers 413 either way)."
+                    ),
+                    obj="MESSENGER",
+                    id="django_messenger.W009",
+                )
+            )
+    return found

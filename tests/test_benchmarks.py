@@ -21,12 +21,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rabbitmq_listening() -> bool:
+def port_open(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=0.5):
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
     except OSError:
         return False
+
+
+def rabbitmq_listening() -> bool:
+    return port_open(5672)
 
 
 @pytest.fixture
@@ -35,6 +39,14 @@ def rabbitmq() -> None:
         if os.environ.get("CI"):
             pytest.fail("RabbitMQ is not listening on 127.0.0.1:5672 (CI must start it).")
         pytest.skip("RabbitMQ is not listening on 127.0.0.1:5672.")
+
+
+@pytest.fixture
+def redis_server() -> None:
+    if not port_open(6379):
+        if os.environ.get("CI"):
+            pytest.fail("Redis is not listening on 127.0.0.1:6379 (CI must start it).")
+        pytest.skip("Redis is not listening on 127.0.0.1:6379.")
 
 
 def run_script(name: str, *args: str, timeout: float = 180) -> str:
@@ -100,6 +112,38 @@ def test_worker_benchmark_prints_its_table(rabbitmq: None) -> None:
     for row in ("| messenger", "| dramatiq", "| django-dramatiq"):
         assert row in out
     assert "### Ratios" in out
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
+def test_http_dispatch_benchmark_on_redis_prints_its_tables(redis_server: None) -> None:
+    # Given Redis and wrk
+    # When the HTTP benchmark runs its smoke mode on Redis
+    out = run_script("http_dispatch", "--broker", "redis")
+
+    # Then every sending view ran on Redis: the variants that wait for the broker, and a note
+    # for those that exist only on RabbitMQ
+    assert ", Redis " in out.splitlines()[0]  # the header names the server measured
+    assert "### HTTP dispatch, gunicorn sync, redis" in out
+    for row in ("| (a) bare", "| (b) dramatiq", "| (d) messenger"):
+        assert row in out
+    assert "| (c)" not in out and "| (e)" not in out and "| (f)" not in out
+    assert "(c), (e) skipped: no unconfirmed variants on redis" in out
+    assert "### Ratios on redis" in out and "(d)/(b)" in out
+
+
+@pytest.mark.integration
+def test_worker_benchmark_on_redis_prints_its_table(redis_server: None) -> None:
+    # Given Redis
+    # When the worker benchmark drains its smoke load from Redis with each worker
+    out = run_script("worker", "--broker", "redis")
+
+    # Then it printed messages/s and RSS of each, the ratios, and why Celery is not in them
+    assert "### Worker drain on redis" in out
+    for row in ("| messenger", "| dramatiq", "| django-dramatiq"):
+        assert row in out
+    assert "### Ratios on redis" in out and "msg/s, messenger / plain dramatiq" in out
+    assert "celery skipped: the Celery variant runs on RabbitMQ only" in out
 
 
 @pytest.mark.integration

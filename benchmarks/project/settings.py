@@ -7,6 +7,9 @@
 - ``BENCH_MESSENGER``: ``0`` leaves django_messenger out of INSTALLED_APPS: a plain
   django-dramatiq project (the worker benchmark's RSS baseline).
 - ``BENCH_E2E_UDP_PORT``: where the end-to-end handlers report when they started.
+- ``BENCH_BROKER``: the broker, by its name in ``benchmarks.brokers.BROKERS`` (``rabbitmq``
+  by default, or ``redis``); that entry gives ``DRAMATIQ_BROKER``'s class and options and
+  reads its own variables (``BENCH_AMQP_URL``, ``BENCH_REDIS_URL``).
 
 Every side uses the same broker URL, options and Dramatiq middleware list; Django's own
 middleware list is empty and DRF authenticates nobody, so the views measure the layers
@@ -18,10 +21,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from benchmarks.brokers import selected
+
 PREFIX = os.environ.get("BENCH_PREFIX", "bench")
 CONFIRM = os.environ.get("BENCH_CONFIRM", "1") == "1"
 WITH_MESSENGER = os.environ.get("BENCH_MESSENGER", "1") == "1"
-AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+BROKER = selected()
 SUFFIX = "c" if CONFIRM else "n"
 
 SECRET_KEY = "benchmarks-only"
@@ -57,11 +62,7 @@ REST_FRAMEWORK = {
 # encoding of each envelope to measure it.
 DRAMATIQ_ENCODER = "django_messenger.dramatiq_encoder.BoundedJSONEncoder"
 DRAMATIQ_BROKER: dict[str, Any] = {
-    "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
-    "OPTIONS": {
-        "url": f"{AMQP_URL}?heartbeat=30&blocked_connection_timeout=10",
-        "confirm_delivery": CONFIRM,
-    },
+    **BROKER.dramatiq_broker(PREFIX, CONFIRM),
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",

@@ -12,8 +12,13 @@ failures, ``messenger_failed retry``). How it waits for the broker depends on th
   that client's own timeouts (Redis: ``socket_timeout`` and ``socket_connect_timeout`` in
   the broker URL), which system check W006 holds within ``PUBLISH_TIMEOUT``.
 
-Any failure becomes :class:`~django_messenger.exceptions.BrokerUnavailable`, chained to its
-cause: the message was not confirmed (it may still have reached the broker). Its ``reason``
+Any failure but ``MessageTooLarge`` (a broker's own size limit: nothing was sent, a 413)
+becomes :class:`~django_messenger.exceptions.BrokerUnavailable`, chained to its
+cause: the message was not confirmed (it may still have reached the broker). That includes an
+error the broker answers, such as a Redis out of memory under ``noeviction`` (``OOM command not
+allowed``): the broker refused the write, and a client's retry once it has room succeeds. A
+client never gets a 500 from a send; an error that will not go away by itself (a wrong password,
+a key of another type) keeps answering 503, and its reason in the log says which. Its ``reason``
 says what happened, for logs; its ``detail`` what a client can do. Callers log it with what
 they know (the message id).
 """
@@ -26,7 +31,7 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from ..conf import messenger_settings
-from ..exceptions import BrokerUnavailable
+from ..exceptions import BrokerUnavailable, MessageTooLarge
 from .rabbitmq import ConfirmingPublisher, bounded_parameters, clear_publishers, get_publisher
 
 __all__ = ["ConfirmingPublisher", "bounded_parameters", "clear_publishers", "get_publisher", "publish"]
@@ -35,14 +40,26 @@ __all__ = ["ConfirmingPublisher", "bounded_parameters", "clear_publishers", "get
 def publish(broker: Any, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
     """Enqueue ``message`` on ``broker`` (``delay`` in ms); raise BrokerUnavailable unless it was accepted.
 
-    Returns the message that was sent (a copy, on the delay queue, when delayed).
+    Returns the message that was sent (a copy, on the delay queue, when delayed). A broker
+    that measures messages itself (``brokers.sqs.SQSBroker``) may raise ``MessageTooLarge``:
+    it passes through, as nothing was sent.
     """
     try:
         if isinstance(broker, RabbitmqBroker):
             return get_publisher(broker, messenger_settings.PUBLISH_TIMEOUT).publish(message, delay=delay)
         sent: Message[Any] = broker.enqueue(message, delay=delay)
         return sent
-    except BrokerUnavailable:
+    except (BrokerUnavailable, MessageTooLarge):  # a broker's own size limit is a 413, not a 503
         raise
     except Exception as exc:
-        raise BrokerUnavailable(f"The message broker did not accept the message: {exc!r}") from exc
+        raise BrokerUnavailable(f"The message broker did not accept the message: {describe(exc)}") from exc
+
+
+def describe(exc: BaseException) -> str:
+    """``exc``'s class and text, for a log line.
+
+    Not ``repr(exc)``: redis-py 8's errors show only their kind and class there
+    (``server:OutOfMemoryError``), without what Redis answered ("OOM command not allowed...").
+    """
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

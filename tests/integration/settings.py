@@ -10,12 +10,31 @@ from tests.settings import *  # noqa: F403
 
 DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F405
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("MESSENGER_CONN_MAX_AGE", "0"))  # noqa: F405
 
-#: Which broker the processes use: "rabbitmq" (the default) or "redis" (the contract suite's
-#: second broker, tests/integration/contract/). MESSENGER_BROKER_URL points either at the
-#: server or at a FaultProxy in front of it.
+#: Which broker the processes use: "rabbitmq" (the default), "redis", "sqs" or "postgres" (the
+#: contract suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either
+#: at the server or at a FaultProxy in front of it; on PostgreSQL the broker is the database, so
+#: MESSENGER_TEST_DB_PORT (tests/settings.py) does that.
 BROKER = os.environ.get("MESSENGER_TEST_BROKER", "rabbitmq")
-if BROKER == "redis":
+if BROKER == "postgres":
+    # psycopg's connect_timeout (at least 2 s) bounds connecting; PUBLISH_TIMEOUT bounds the INSERT
+    DATABASES["default"]["OPTIONS"] = {"connect_timeout": 2}  # noqa: F405
+    DRAMATIQ_BROKER = {
+        # dramatiq-postgres' broker, enqueuing on Django's connection (django_messenger.W010 otherwise)
+        "BROKER": "django_messenger.brokers.postgres.PostgresBroker",
+        "OPTIONS": {
+            # The queue tables of the test run's own schema, in the test database
+            "schema": os.environ["MESSENGER_PG_SCHEMA"],
+            # A dead worker's claimed rows come back after this long without its heartbeat
+            "heartbeat_interval": 1.0,
+            "heartbeat_ttl": float(os.environ.get("MESSENGER_PG_HEARTBEAT_TTL", "60")),
+            "maintenance_interval": 1.0,
+            "poll_interval": 0.5,
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
+elif BROKER == "redis":
     DRAMATIQ_BROKER = {
         # Dramatiq's own, or messenger's (MESSENGER_REDIS_BROKER=django_messenger.brokers.redis.RedisBroker)
         "BROKER": os.environ.get("MESSENGER_REDIS_BROKER", "dramatiq.brokers.redis.RedisBroker"),
@@ -31,6 +50,20 @@ if BROKER == "redis":
             # A dead worker's messages come back after this long without its heartbeat
             "heartbeat_timeout": int(os.environ.get("MESSENGER_REDIS_HEARTBEAT_TIMEOUT", "60000")),
             "maintenance_chance": int(os.environ.get("MESSENGER_REDIS_MAINTENANCE_CHANCE", "1000")),
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
+elif BROKER == "sqs":
+    DRAMATIQ_BROKER = {
+        # moto's SQS server (tests/moto.py); credentials and region from AWS_* in the environment
+        "BROKER": "django_messenger.brokers.sqs.SQSBroker",
+        "OPTIONS": {
+            "endpoint_url": os.environ["MESSENGER_BROKER_URL"],
+            "region_name": "us-east-1",
+            # short, so that a SIGKILLed worker's messages come back within seconds
+            "visibility_timeout": int(os.environ.get("MESSENGER_SQS_VISIBILITY_TIMEOUT", "10")),
+            # deliveries before SQS's redrive policy dead-letters a message (queues created by the run)
+            "max_receives": int(os.environ.get("MESSENGER_SQS_MAX_RECEIVES", "5")),
         },
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }
@@ -51,6 +84,8 @@ MESSENGER = {
     "PUBLISH_TIMEOUT": float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")),
     "DELAY_HOP": float(os.environ.get("MESSENGER_DELAY_HOP", "600")),
 }
+if "MESSENGER_MAX_MESSAGE_SIZE" in os.environ:  # a broker that takes less than the default (SQS)
+    MESSENGER["MAX_MESSAGE_SIZE"] = int(os.environ["MESSENGER_MAX_MESSAGE_SIZE"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

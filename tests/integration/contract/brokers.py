@@ -8,15 +8,24 @@ each broker through same-named fixtures.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+from base64 import b64encode
 from typing import Any, ClassVar
 
+import psycopg
 import pytest
 import redis
+from django.db import connection
 from dramatiq import Broker, Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq_postgres import init as init_schema
+
+from django_messenger.brokers.postgres import PostgresBroker
+from django_messenger.dramatiq_encoder import OPTIONS_ALLOWANCE, max_body_size
+from tests.moto import AWS_ENV, MotoServer
 
 from ..conftest import AMQP_URL, delete_queues
 from ..processes import port_open
@@ -31,9 +40,15 @@ class ContractBroker:
     """
 
     name: ClassVar[str]
-    port: ClassVar[int]
+    #: The server's port: a class default for a server the machine runs, or set by an instance
+    #: that starts a server of its own on a free port (:class:`Sqs`).
+    port: int
+    #: The broker's server is the database the workers store failures in (PostgreSQL).
+    is_the_database: ClassVar[bool] = False
     #: What a worker's environment needs for it to dead-letter bodies that are not messages.
     dead_lettering_env: ClassVar[dict[str, str]] = {}
+    #: The processes' MESSENGER["MAX_MESSAGE_SIZE"] when the broker needs a smaller one (None: the default).
+    max_message_size: ClassVar[int | None] = None
 
     def __init__(self) -> None:
         self.run = uuid.uuid4().hex[:12]
@@ -59,7 +74,16 @@ class ContractBroker:
 
     def env(self, *, port: int | None = None) -> dict[str, str]:
         """The environment that makes a process use this broker (through ``port``, if given)."""
-        return {"MESSENGER_TEST_BROKER": self.name, "MESSENGER_BROKER_URL": self.url(port)}
+        env = {"MESSENGER_TEST_BROKER": self.name, "MESSENGER_BROKER_URL": self.url(port)}
+        if self.max_message_size is not None:
+            env["MESSENGER_MAX_MESSAGE_SIZE"] = str(self.max_message_size)
+        return env
+
+    def max_body_size(self) -> int:
+        """The largest body the processes' ``BoundedJSONEncoder`` parses (dramatiq_encoder.max_body_size)."""
+        if self.max_message_size is None:
+            return max_body_size()
+        return 2 * self.max_message_size + OPTIONS_ALLOWANCE
 
     def client(self) -> Broker:
         """A Dramatiq broker in the test process, to enqueue messages as a web process does."""
@@ -151,7 +175,183 @@ class Redis(ContractBroker):
             server.delete(*keys)
 
 
-BROKERS: dict[str, type[ContractBroker]] = {"rabbitmq": Rabbitmq, "redis": Redis}
+#: Seconds a message received from SQS stays invisible in the contract's processes: short, so that
+#: the SIGKILL case sees a killed worker's messages back within seconds. (Derived from the
+#: handlers' time limit otherwise: 2 x 10 min + 30 s.)
+SQS_VISIBILITY_TIMEOUT = 10
+
+
+class Sqs(ContractBroker):
+    """Amazon SQS as moto's server mode emulates it, on a free loopback port of this run's own."""
+
+    name = "sqs"
+    #: SQS takes 1 MiB of base64 text; BoundedJSONEncoder's largest body (twice this, plus the
+    #: options' room) must fit there for the contract's "too large to parse" body to be sent at all.
+    max_message_size = 256 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moto = MotoServer()
+        self.port = self.moto.port
+        self._inspector: Broker | None = None
+
+    def require(self) -> None:
+        """Start moto's server (moto[server] is in the test extra): fail when it cannot start."""
+        try:
+            self.moto.start()
+        except (OSError, RuntimeError) as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"moto's server did not start: {exc}")
+            pytest.skip(f"moto's server did not start: {exc}")
+
+    def url(self, port: int | None = None) -> str:
+        return f"http://127.0.0.1:{port or self.port}"
+
+    def env(self, *, port: int | None = None) -> dict[str, str]:
+        return {
+            **super().env(port=port),
+            **AWS_ENV,
+            "MESSENGER_SQS_VISIBILITY_TIMEOUT": str(SQS_VISIBILITY_TIMEOUT),
+        }
+
+    def client(self) -> Broker:
+        from django_messenger.brokers.sqs import SQSBroker
+
+        return SQSBroker(endpoint_url=self.url(), middleware=[], region_name="us-east-1", **self._keys())
+
+    @staticmethod
+    def _keys() -> dict[str, str]:
+        return {
+            "aws_access_key_id": AWS_ENV["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        }
+
+    def _url_of(self, queue: str, *, dead_letters: bool = False) -> Any:
+        # One client for the test's lookups (made once: wait_for polls dead_letters() often)
+        if self._inspector is None:
+            self._inspector = self.client()
+        broker: Any = self._inspector
+        broker.declare_queue(queue)
+        url = broker.dead_letter_url(queue) if dead_letters else broker.queue_url(queue)
+        return broker.client(), url
+
+    def dead_letters(self, queue: str) -> int:
+        sqs, url = self._url_of(queue, dead_letters=True)
+        found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(found["Attributes"]["ApproximateNumberOfMessages"])
+
+    def put_raw(self, queue: str, body: bytes) -> None:
+        # As the broker sends: the bytes in base64, which its consumers decode before parsing
+        sqs, url = self._url_of(queue)
+        sqs.send_message(QueueUrl=url, MessageBody=b64encode(body).decode())
+
+    def cleanup(self) -> None:
+        self.moto.stop()  # every queue of the run goes with the server
+
+
+#: How long a PostgreSQL worker may go without a heartbeat before its claimed rows are put back
+#: (s): short, so that the SIGKILL case sees them back within seconds (dramatiq-postgres: 60 s).
+POSTGRES_HEARTBEAT_TTL = 5
+
+
+class Postgres(ContractBroker):
+    """dramatiq-postgres' queue tables in a schema of this run, in the test database.
+
+    The broker is the database: the processes' broker and their Django connection are both
+    ``DATABASES["default"]`` (tests/integration/settings.py), so a proxy in front of it is put
+    there with ``MESSENGER_TEST_DB_PORT``. The test process talks to it directly.
+    """
+
+    name = "postgres"
+    port = 5432
+    is_the_database = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.schema = f"messenger_contract_{self.run}"
+        self.database = ""
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if not self.database:  # the test database, known once pytest-django created it
+            self.database = str(connection.settings_dict["NAME"])
+            with psycopg.connect(self.url(), autocommit=False) as server, server.cursor() as cursor:
+                init_schema(cursor, schema=self.schema)
+        return psycopg.connect(self.url(), autocommit=True)
+
+    def url(self, port: int | None = None) -> str:
+        database = self.database or connection.settings_dict["NAME"]
+        return f"postgresql://postgres@127.0.0.1:{port or self.port}/{database}"
+
+    def env(self, *, port: int | None = None) -> dict[str, str]:
+        self._connect().close()  # the schema exists before any process starts
+        env = {
+            **super().env(port=port),
+            "MESSENGER_PG_SCHEMA": self.schema,
+            "MESSENGER_PG_HEARTBEAT_TTL": str(POSTGRES_HEARTBEAT_TTL),
+        }
+        if port is not None:
+            env["MESSENGER_TEST_DB_PORT"] = str(port)
+        return env
+
+    def client(self) -> Broker:
+        # messenger's broker, as a web process has it: its enqueue runs on this process's
+        # Django connection (autocommit in a transactional test: committed at once)
+        self._connect().close()
+        return PostgresBroker(url=self.url(), schema=self.schema, middleware=[])
+
+    def _count(self, where: str, params: tuple[object, ...]) -> int:
+        query = psycopg.sql.SQL("SELECT count(*) FROM {}.queue WHERE " + where).format(
+            psycopg.sql.Identifier(self.schema)
+        )
+        with self._connect() as server:
+            row = server.execute(query, params).fetchone()
+        return int(row[0]) if row else 0
+
+    def rows(self, queue: str, state: str) -> int:
+        """How many rows of ``queue`` are in ``state`` (queued, consumed, rejected)."""
+        return self._count('queue_name = %s AND "state" = %s', (queue, state))
+
+    def rows_with_id(self, message_id: str) -> int:
+        return self._count("message_id = %s", (message_id,))
+
+    def dead_letters(self, queue: str) -> int:
+        return self.rows(queue, "rejected")
+
+    def put_raw(self, queue: str, body: bytes) -> None:
+        # The body column is jsonb: PostgreSQL itself refuses bytes that are not JSON, so the
+        # nearest a writer can come is JSON that is not a message (bytes that are not even JSON
+        # go in as a JSON string of their text).
+        try:
+            json.loads(body)
+            document = body.decode("utf-8")
+        except ValueError:
+            document = json.dumps(body.decode("utf-8", "replace"))
+        with self._connect() as server:
+            server.execute(
+                psycopg.sql.SQL(
+                    'INSERT INTO {}.queue (queue_name, message_id, "state", message) '
+                    "VALUES (%s, %s, 'queued', %s::jsonb)"
+                ).format(psycopg.sql.Identifier(self.schema)),
+                (queue, uuid.uuid4(), document),
+            )
+
+    def cleanup(self) -> None:
+        if not self.database:
+            return
+        try:
+            with psycopg.connect(self.url(), autocommit=True) as server:
+                drop = psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+                server.execute(drop.format(psycopg.sql.Identifier(self.schema)))
+        except psycopg.OperationalError:  # the test database is already gone, with the schema
+            pass
+
+
+BROKERS: dict[str, type[ContractBroker]] = {
+    "rabbitmq": Rabbitmq,
+    "redis": Redis,
+    "sqs": Sqs,
+    "postgres": Postgres,
+}
 
 
 def enqueue(broker: ContractBroker, *messages: Message[Any]) -> None:

@@ -1,0 +1,60 @@
+"""The benchmarks' broker registry (benchmarks/brokers.py): no server needed.
+
+What every entry must give the benchmark processes, so that a new broker is one entry.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from dramatiq import Broker
+from dramatiq.middleware import Retries
+
+from benchmarks.brokers import BROKERS, DEFAULT, Rabbitmq, Redis, selected
+
+
+@pytest.mark.parametrize("name", list(BROKERS))
+def test_each_entry_describes_a_dramatiq_broker_of_the_run(name):
+    # Given an entry of the registry
+    entry = BROKERS[name]
+    assert entry.name == name and entry.server
+    assert True in entry.confirm_modes
+
+    # When the processes of a run ask for their DRAMATIQ_BROKER
+    config = entry.dramatiq_broker("bench-0123abcd", True)
+
+    # Then it names an importable Dramatiq broker class, with options that build it
+    module_name, _, class_name = config["BROKER"].rpartition(".")
+    broker_class = getattr(importlib.import_module(module_name), class_name)
+    assert issubclass(broker_class, Broker)
+    broker = entry.build("bench-0123abcd", True, middleware=[Retries()])
+    assert isinstance(broker, broker_class)
+    assert [type(m) for m in broker.middleware] == [Retries]
+    broker.close()
+
+
+def test_rabbitmq_has_both_confirm_modes_and_redis_one():
+    assert Rabbitmq.dramatiq_broker("p", False)["OPTIONS"]["confirm_delivery"] is False
+    assert Rabbitmq.confirm_modes == (True, False)
+    assert Redis.confirm_modes == (True,) and "redis" in Redis.no_unconfirmed_note
+
+
+def test_redis_keeps_a_run_under_its_own_namespace_with_bounded_sockets(monkeypatch):
+    monkeypatch.setenv("BENCH_REDIS_URL", "redis://127.0.0.1:6390/2")
+    options = Redis.dramatiq_broker("bench-0123abcd", True)["OPTIONS"]
+
+    assert options["namespace"] == "bench-0123abcd"
+    assert options["url"].startswith("redis://127.0.0.1:6390/2?")
+    assert "socket_timeout=" in options["url"] and "socket_connect_timeout=" in options["url"]
+    assert Redis.env() == {"BENCH_REDIS_URL": "redis://127.0.0.1:6390/2"}
+
+
+def test_the_processes_pick_their_entry_by_bench_broker(monkeypatch):
+    monkeypatch.delenv("BENCH_BROKER", raising=False)
+    assert selected() is BROKERS[DEFAULT] is Rabbitmq
+    monkeypatch.setenv("BENCH_BROKER", "redis")
+    assert selected() is Redis
+    monkeypatch.setenv("BENCH_BROKER", "carrier-pigeon")
+    with pytest.raises(SystemExit, match="carrier-pigeon"):
+        selected()
