@@ -89,6 +89,9 @@ class MessengerSettings:
     #: Seconds of the longest single delay handed to the broker: a longer delay travels in hops
     #: (django_messenger.delays), under RabbitMQ's consumer_timeout (30 min) and SQS's 15 min.
     DELAY_HOP: float = _setting(600.0, float)
+    #: Seconds an idempotent handler's record of a message is kept (``messenger_handled prune``):
+    #: a redelivery later than this runs the handler again.
+    HANDLED_TTL: float = _setting(7 * 24 * 3600.0, _positive)
 
     @classmethod
     def from_setting(cls, value: Any) -> MessengerSettings:
