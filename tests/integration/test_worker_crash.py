@@ -31,12 +31,16 @@ def handled(effect: str = "work") -> int:
 
 
 def skipped(started: list[Process], actor_name: str) -> int:
-    """How many redeliveries the workers acknowledged without running ``actor_name``'s handler."""
+    """How many redeliveries the workers acknowledged without running ``actor_name``'s handler.
+
+    Counted on Dramatiq's log lines (``[django_messenger]``): a worker process's log record also
+    reaches the log file through the settings' console handler, unformatted.
+    """
     return sum(
         1
         for worker in started
         for line in worker.log().splitlines()
-        if ALREADY_HANDLED in line and actor_name in line
+        if "[django_messenger]" in line and f"{ALREADY_HANDLED} {actor_name}:" in line
     )
 
 
