@@ -295,13 +295,17 @@ def redeliveries_skipped(worker: Process) -> int:
     )
 
 
+#: Messages of each handler, the plain and the idempotent one, in the SIGKILL case.
+EACH = 150
+
+
 def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, log_dir, workers, capsys):
     queue = own_env["MESSENGER_QUEUE"]
-    # Given 300 messages on the queue for a handler, and 300 for an idempotent one, interleaved,
-    # each 20 ms of work (3 s for a worker of 4 threads)
+    # Given 300 messages on the queue, half for a handler and half for an idempotent one,
+    # interleaved, each 20 ms of work (1.5 s for a worker of 4 threads)
     sent: dict[str, set[uuid.UUID]] = {"work": set(), "work_once": set()}
     messages = []
-    for n in range(300):
+    for n in range(EACH):
         for effect, actor, message_class in (("work", WORK, Work), ("work_once", WORK_ONCE, IdempotentWork)):
             envelope, message = envelope_message(queue, actor, message_class(n=n, sleep_ms=20))
             sent[effect].add(envelope.message_id)
@@ -314,7 +318,7 @@ def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, l
     # When a worker is SIGKILLed mid-run, and another one started
     worker = start_worker(own_env, log_dir, queues=[queue], threads=4)
     workers.append(worker)
-    wait_for(lambda: done("work") + done("work_once") >= 200, timeout=60, what="200 handled")
+    wait_for(lambda: done("work") + done("work_once") >= 100, timeout=120, what="100 handled")
     worker.kill()
     assert done("work") + done("work_once") < len(messages), (
         "the worker handled every message before it was killed"
@@ -325,8 +329,8 @@ def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, l
     # Then every message is handled (on Redis once the dead worker's heartbeat timed out, on SQS
     # once the visibility timeout of the messages it held ran out), the idempotent ones once
     wait_for(
-        lambda: done("work") >= 300 and done("work_once") >= 300,
-        timeout=60 + max(REDIS_HEARTBEAT_TIMEOUT / 1000, SQS_VISIBILITY_TIMEOUT),
+        lambda: done("work") >= EACH and done("work_once") >= EACH,
+        timeout=120 + max(REDIS_HEARTBEAT_TIMEOUT / 1000, SQS_VISIBILITY_TIMEOUT),
         what="every message",
     )
     for effect, ids in sent.items():
@@ -337,11 +341,11 @@ def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, l
     with capsys.disabled():
         print(
             f"\n[contract {contract_broker.name}] SIGKILL: work duplicates="
-            f"{Effect.objects.filter(handler='work').count() - 300}, work_once duplicate effects="
-            f"{once_rows - 300}, redeliveries acknowledged without running={skipped}"
+            f"{Effect.objects.filter(handler='work').count() - EACH}, work_once duplicate effects="
+            f"{once_rows - EACH}, redeliveries acknowledged without running={skipped}"
         )
-    assert once_rows == 300
-    assert HandledMessage.objects.filter(handler=WORK_ONCE).count() == 300
+    assert once_rows == EACH
+    assert HandledMessage.objects.filter(handler=WORK_ONCE).count() == EACH
 
 
 def test_a_message_redelivered_after_its_idempotent_handler_committed_runs_nothing_again(
