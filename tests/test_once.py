@@ -19,8 +19,9 @@ from django.utils import timezone
 
 from django_messenger import Envelope, bus, failures, handler, once
 from django_messenger.models import FailedMessage, HandledMessage
-from django_messenger.stamps import HandledStamp
+from django_messenger.stamps import HandledStamp, OperationStamp
 from django_messenger.testing import capture_messages, drain
+from testproject.library.models import Book
 from tests.conftest import queued
 from tests.testapp.messages import IdempotentWork
 from tests.testapp.models import Effect
@@ -71,6 +72,20 @@ def test_a_redelivered_message_is_acknowledged_without_running_the_handler_again
     assert broker.dead_letters == []
     assert queued(broker) == []
     assert f"Message {envelope.message_id} was already handled by {WORK_ONCE}" in caplog.text
+
+
+def test_the_demo_s_redelivered_create_inserts_one_book(broker):
+    # Given a POST's message for the demo's idempotent library handler, handled once
+    bus.dispatch(Book(title="Dune", author="Frank Herbert"), stamps=[OperationStamp("create")])
+    sent = queued(broker)
+    drain()
+
+    # When it is delivered again
+    redeliver(broker, sent)
+    drain()
+
+    # Then there is one book, not two
+    assert Book.objects.filter(title="Dune").count() == 1
 
 
 def test_a_handler_that_is_not_idempotent_runs_again_and_costs_no_query(scratch, django_assert_num_queries):
