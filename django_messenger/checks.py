@@ -23,8 +23,7 @@ from .conf import SYNC_TRANSPORT, MessengerSettings, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
 from .exceptions import HandlerErrorCode
 from .locator import locator
-from .models import HandledMessage
-from .once import database_of
+from .once import database_of, record_model
 from .transports.dramatiq.binding import binding
 
 
@@ -622,13 +621,14 @@ def _idempotency_problem(handler: Any) -> str | None:
         )
     if not handler.idempotent:
         return None
-    longest = HandledMessage._meta.get_field("handler").max_length
+    model = record_model()  # HandledMessage: checks.py is importable before the app registry is ready
+    longest = getattr(model._meta.get_field("handler"), "max_length", None)
     if longest is not None and len(handler.actor_name) > longest:
         return f"its actor name is longer than the {longest} characters a record holds"
     alias = database_of(handler)
     if alias not in settings.DATABASES:
         return f"its records would go to the database {alias!r}, which is not in settings.DATABASES"
-    if not router.allow_migrate_model(alias, HandledMessage):
+    if not router.allow_migrate_model(alias, model):
         return f"the database routers never migrate django_messenger.HandledMessage to the database {alias!r}"
     if settings.DATABASES[alias].get("AUTOCOMMIT", True) is False:
         return f"the database {alias!r} has AUTOCOMMIT off, so the handler's transaction would never commit"
