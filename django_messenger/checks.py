@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -14,11 +15,12 @@ from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.db import router
+from django.db import connections, router
 from django.urls import URLPattern, URLResolver, get_resolver
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries
 
+from .brokers.rabbitmq import CLASSIC, QUEUE_TYPES, QUORUM
 from .conf import SYNC_TRANSPORT, MessengerSettings, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
 from .exceptions import HandlerErrorCode
@@ -86,7 +88,8 @@ def check_handlers(
 def check_broker(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E004 a RabbitMQ broker without publisher confirms; E008 django_dramatiq missing."""
+    """E004 a RabbitMQ broker without publisher confirms; E008 django_dramatiq missing; on Redis,
+    W006; on PostgreSQL, E013 a database it cannot write on and W010 a send it does not bound."""
     errors: list[checks.CheckMessage] = []
     if not apps.is_installed("django_dramatiq"):
         errors.append(
@@ -120,7 +123,119 @@ def check_broker(
         errors.extend(_connection_warnings(broker))
     if _is_redis_broker(broker):
         errors.extend(_redis_timeout_warnings(broker))
+    if _is_postgres_broker(broker):
+        errors.extend(_postgres_errors(broker))
     return errors
+
+
+def _is_postgres_broker(broker: Any) -> bool:
+    """Whether ``broker`` is dramatiq-postgres' PostgresBroker (or messenger's), without importing it.
+
+    dramatiq-postgres is an optional extra: a PostgresBroker exists only once its module was imported.
+    """
+    module = sys.modules.get("dramatiq_postgres.broker")
+    postgres_broker = getattr(module, "PostgresBroker", None)
+    return postgres_broker is not None and isinstance(broker, postgres_broker)
+
+
+#: psycopg waits this long to connect when ``connect_timeout`` is not set (and at least 2 s when it is).
+PSYCOPG_DEFAULT_CONNECT_TIMEOUT = 130
+PSYCOPG_MIN_CONNECT_TIMEOUT = 2
+
+
+def postgres_connect_bound(alias: str) -> float:
+    """The longest psycopg may take to connect to Django's database ``alias``, in seconds."""
+    options = connections.settings[alias].get("OPTIONS") or {}
+    value = options.get("connect_timeout")
+    try:
+        seconds = int(float(value)) if value is not None else 0
+    except (TypeError, ValueError):
+        seconds = 0
+    if seconds <= 0:
+        return float(PSYCOPG_DEFAULT_CONNECT_TIMEOUT)
+    return float(max(seconds, PSYCOPG_MIN_CONNECT_TIMEOUT))
+
+
+def _postgres_errors(broker: Any) -> list[checks.CheckMessage]:
+    """E013 a PostgreSQL broker that cannot write on its database; W010 a send it does not bound."""
+    messages: list[checks.CheckMessage] = []
+    if apps.is_installed("dramatiq_postgres.django"):
+        messages.append(
+            checks.Error(
+                "'dramatiq_postgres.django' is in INSTALLED_APPS: it builds a broker of its own, beside "
+                "the one django_dramatiq builds from DRAMATIQ_BROKER, which messenger is bound to.",
+                hint=(
+                    "Remove 'dramatiq_postgres.django' from INSTALLED_APPS and name "
+                    "'django_messenger.brokers.postgres.PostgresBroker' in DRAMATIQ_BROKER['BROKER']; "
+                    "create its tables with `dramatiq-postgres init` (see docs/transports.md)."
+                ),
+                obj="INSTALLED_APPS",
+                id="django_messenger.E013",
+            )
+        )
+    if not getattr(broker, "transactional", False):
+        messages.append(
+            checks.Warning(
+                f"DRAMATIQ_BROKER names dramatiq-postgres' own {type(broker).__name__}: its enqueue "
+                "retries up to 10 times with waits of up to 30 s (a write could hang far beyond "
+                f"MESSENGER['PUBLISH_TIMEOUT'] before its 503), on a connection of its own (a message "
+                "dispatched in a transaction is sent at the commit, not written with it).",
+                hint=(
+                    "Use 'django_messenger.brokers.postgres.PostgresBroker' (same options): one attempt "
+                    "within PUBLISH_TIMEOUT, on the caller's Django connection."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.W010",
+            )
+        )
+        return messages
+    alias = str(broker.database)
+    if alias not in connections.settings:
+        messages.append(
+            checks.Error(
+                f"The PostgreSQL broker writes on the database {alias!r}, which is not in DATABASES.",
+                hint=(
+                    "Set DRAMATIQ_BROKER['OPTIONS']['database'] to the alias of the database holding "
+                    "its tables."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E013",
+            )
+        )
+        return messages
+    engine = str(connections.settings[alias].get("ENGINE", ""))
+    if connections[alias].vendor != "postgresql":
+        messages.append(
+            checks.Error(
+                f"The PostgreSQL broker writes on the database {alias!r}, whose ENGINE is {engine!r}: "
+                "its messages are rows of a PostgreSQL table, written on that database's connection.",
+                hint=(
+                    "Point DRAMATIQ_BROKER['OPTIONS']['database'] at a PostgreSQL database "
+                    "(django.db.backends.postgresql) that holds the broker's tables."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E013",
+            )
+        )
+        return messages
+    bound = postgres_connect_bound(alias)
+    timeout = messenger_settings.PUBLISH_TIMEOUT
+    if bound > timeout:
+        messages.append(
+            checks.Warning(
+                f"Connecting to the database {alias!r} may take up to {bound:g} s (psycopg's "
+                f"connect_timeout, 130 s when unset, 2 s at least), longer than "
+                f"MESSENGER['PUBLISH_TIMEOUT'] ({timeout:g} s): a write could wait that long for a new "
+                "connection before its 503.",
+                hint=(
+                    f"Set DATABASES[{alias!r}]['OPTIONS']['connect_timeout'] to at most PUBLISH_TIMEOUT "
+                    "(whole seconds, 2 at least), and PUBLISH_TIMEOUT to 2 or more."
+                ),
+                obj="DATABASES",
+                id="django_messenger.W010",
+            )
+        )
+    return messages
 
 
 def _is_redis_broker(broker: Any) -> bool:
@@ -287,7 +402,7 @@ def check_routing(
 
 
 #: The options a transport of ``MESSENGER["TRANSPORTS"]`` understands today.
-TRANSPORT_OPTIONS = frozenset({"queue_name"})
+TRANSPORT_OPTIONS = frozenset({"queue_name", "queue_type"})
 
 
 @checks.register("messenger")
@@ -321,6 +436,98 @@ def check_unknown_settings(
         )
         for place in where
     ]
+
+
+@checks.register("messenger")
+def check_queue_types(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E014 a queue_type that cannot be had; W011 classic queues on a RabbitMQ cluster."""
+    transports = [name for name in messenger_settings.TRANSPORTS if name != SYNC_TRANSPORT]
+    types = {name: messenger_settings.queue_type(name) for name in transports}
+    errors: list[checks.CheckMessage] = []
+    for name, value in types.items():
+        if value not in QUEUE_TYPES:
+            errors.append(
+                _queue_type_error(
+                    f"MESSENGER['TRANSPORTS'][{name!r}]['queue_type'] is {value!r}.",
+                    f"Use {' or '.join(map(repr, QUEUE_TYPES))} ('classic' is the default).",
+                )
+            )
+    if errors:
+        return errors
+    broker = binding.broker
+    quorum = sorted(name for name, value in types.items() if value == QUORUM)
+    if broker is None:
+        return errors
+    if quorum and not isinstance(broker, RabbitmqBroker):
+        errors.append(
+            _queue_type_error(
+                f"MESSENGER['TRANSPORTS'][{quorum[0]!r}]['queue_type'] is 'quorum', but the broker is "
+                f"{type(broker).__module__}.{type(broker).__qualname__}: quorum queues are RabbitMQ's.",
+                "Remove queue_type (or set it to 'classic'), or use "
+                "dramatiq.brokers.rabbitmq.RabbitmqBroker.",
+            )
+        )
+        return errors
+    if not isinstance(broker, RabbitmqBroker):
+        return errors
+    if quorum and broker.max_priority:
+        errors.append(
+            _queue_type_error(
+                f"MESSENGER['TRANSPORTS'][{quorum[0]!r}]['queue_type'] is 'quorum', and the RabbitMQ broker "
+                f"has max_priority={broker.max_priority}: quorum queues take no priorities (RabbitMQ refuses "
+                f"to declare them with x-max-priority).",
+                "Remove max_priority from DRAMATIQ_BROKER['OPTIONS'] (Dramatiq's actor priority, which "
+                "orders a worker's own messages, still works), or use classic queues.",
+            )
+        )
+    errors.extend(_mixed_queue_errors(types))
+    parameters = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    hosts = {(p.host, p.port) for p in parameters}
+    classic = sorted(name for name, value in types.items() if value == CLASSIC)
+    if len(hosts) > 1 and classic:
+        errors.append(
+            checks.Warning(
+                f"The RabbitMQ broker lists {len(hosts)} hosts (a cluster), but the queues of "
+                f"{', '.join(map(repr, classic))} are classic queues: a classic queue lives on one node, "
+                f"and while that node is down its messages cannot be read, nor new ones sent to it "
+                f"(a lost node loses them).",
+                hint=(
+                    "Set MESSENGER['TRANSPORTS'][name]['queue_type'] = 'quorum' (replicated on the cluster's "
+                    "nodes; an existing classic queue must be moved first: docs/transports.md)."
+                ),
+                obj="MESSENGER",
+                id="django_messenger.W011",
+            )
+        )
+    return errors
+
+
+def _queue_type_error(message: str, hint: str) -> checks.CheckMessage:
+    return checks.Error(message, hint=hint, obj="MESSENGER", id="django_messenger.E014")
+
+
+def _mixed_queue_errors(types: dict[str, str]) -> list[checks.CheckMessage]:
+    """E014: one queue that transports of different queue types send to (a handler's own queue_name)."""
+    errors: list[checks.CheckMessage] = []
+    queues = {binding.transport_queue(name) for name in types}
+    queues |= {
+        binding.queue_of(h) for h in locator.handlers if h.error is None and h.message_type is not None
+    }
+    for queue in sorted(queues):
+        claims = {name: types.get(name, CLASSIC) for name in binding.queue_transports(queue)}
+        if len(set(claims.values())) > 1:
+            which = ", ".join(f"{name!r} ({value})" for name, value in sorted(claims.items()))
+            errors.append(
+                _queue_type_error(
+                    f"The queue {queue!r} gets the messages of transports of different queue types: {which}; "
+                    f"it is declared as a quorum queue.",
+                    "Give these transports one queue_type, or the handlers that name this queue_name "
+                    "another queue.",
+                )
+            )
+    return errors
 
 
 def _url_views(patterns: list[Any]) -> Iterator[type]:
@@ -604,6 +811,35 @@ def check_sqs(
                 )
             )
     return found
+
+
+@checks.register("messenger")
+def check_management_url(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W014: a RABBITMQ_MANAGEMENT_URL that messenger_stats and the dashboard cannot use."""
+    url = messenger_settings.RABBITMQ_MANAGEMENT_URL
+    if url is None:
+        return []
+    problem = None
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        problem = "is not an http(s) URL with a host"
+    elif binding.broker is not None and not isinstance(binding.broker, RabbitmqBroker):
+        problem = "is set, but the broker is not RabbitMQ: it is not read"
+    if problem is None:
+        return []
+    return [
+        checks.Warning(
+            f"MESSENGER['RABBITMQ_MANAGEMENT_URL'] {problem}.",
+            hint=(
+                "Set it to the RabbitMQ management API's base URL (http://127.0.0.1:15672 when the "
+                "rabbitmq_management plugin is on), or remove it: queue counts are then read over AMQP."
+            ),
+            obj="MESSENGER",
+            id="django_messenger.W014",
+        )
+    ]
 
 
 #: The shortest ``HANDLED_TTL`` that check W016 accepts while idempotent handlers exist: 1 day.

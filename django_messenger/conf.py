@@ -58,6 +58,15 @@ def _positive(value: Any) -> float:
     return number
 
 
+def _optional_url(value: Any) -> str | None:
+    """None, or a non-empty string."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"None or a URL, not {value!r}")
+    return value
+
+
 def _setting(default: Any, coerce: Callable[[Any], Any]) -> Any:
     """A field of :class:`MessengerSettings`: its default, and how a user's value becomes its type."""
     return dataclasses.field(default_factory=lambda: coerce(default), metadata={"coerce": coerce})
@@ -89,6 +98,9 @@ class MessengerSettings:
     #: Seconds of the longest single delay handed to the broker: a longer delay travels in hops
     #: (django_messenger.delays), under RabbitMQ's consumer_timeout (30 min) and SQS's 15 min.
     DELAY_HOP: float = _setting(600.0, float)
+    #: The RabbitMQ management API (``http://127.0.0.1:15672``) messenger_stats and the admin dashboard
+    #: read in-flight counts from; None reads ready counts over AMQP only (docs/operations.md).
+    RABBITMQ_MANAGEMENT_URL: str | None = _setting(None, _optional_url)
     #: Seconds an idempotent handler's record of a message is kept (``messenger_handled prune``):
     #: a redelivery later than this runs the handler again.
     HANDLED_TTL: float = _setting(7 * 24 * 3600.0, _positive)
@@ -120,6 +132,13 @@ class MessengerSettings:
     def queue_name(self, transport: str) -> str:
         """The Dramatiq queue of handlers routed to ``transport`` that name none."""
         return str(self.TRANSPORTS.get(transport, {}).get("queue_name", "default"))
+
+    def queue_type(self, transport: str) -> Any:
+        """The ``queue_type`` of ``transport``'s queues: ``"classic"`` (the default) or ``"quorum"``.
+
+        Returned as given; system check E014 names any other value.
+        """
+        return self.TRANSPORTS.get(transport, {}).get("queue_type", "classic")
 
 
 #: Every key's default, read-only.

@@ -31,6 +31,7 @@ from typing import Any
 from dramatiq import Middleware
 from dramatiq.middleware import SkipMessage
 
+from .brokers import FAILURE_NOT_KEPT
 from .failures import (
     ERROR,
     FIRST_FAILED_AT,
@@ -81,7 +82,7 @@ class MessengerMiddleware(Middleware):
         if HELD in message.options:
             # A held copy rejected before it could be processed (an actor this worker lacks, or
             # it could be neither recorded nor held again just now): one more attempt.
-            keep_held(message)
+            setattr(message, FAILURE_NOT_KEPT, not keep_held(message))
             return
         if not is_messenger_message(message):
             return
@@ -92,4 +93,7 @@ class MessengerMiddleware(Middleware):
             error, trace = "Dead-lettered by Dramatiq.", clip(str(message.options.get(TRACEBACK) or ""))
         # RetryGuard's error (a retry that could not be enqueued) says more than the exception.
         error = message.options.get(ERROR) or error
-        keep(message, error=error, traceback=trace, tries=tries(message))
+        # Neither stored nor held: a broker that is the database refuses the rejection until it is
+        # (brokers/postgres.py); Dramatiq then tries the rejection again, and this hook with it.
+        kept = keep(message, error=error, traceback=trace, tries=tries(message))
+        setattr(message, FAILURE_NOT_KEPT, not kept)

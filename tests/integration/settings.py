@@ -10,12 +10,31 @@ from tests.settings import *  # noqa: F403
 
 DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F405
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("MESSENGER_CONN_MAX_AGE", "0"))  # noqa: F405
 
-#: Which broker the processes use: "rabbitmq" (the default), "redis" or "sqs" (the contract
-#: suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either at
-#: the server or at a FaultProxy in front of it.
+#: Which broker the processes use: "rabbitmq" (the default), "redis", "sqs" or "postgres" (the
+#: contract suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either
+#: at the server or at a FaultProxy in front of it; on PostgreSQL the broker is the database, so
+#: MESSENGER_TEST_DB_PORT (tests/settings.py) does that.
 BROKER = os.environ.get("MESSENGER_TEST_BROKER", "rabbitmq")
-if BROKER == "redis":
+if BROKER == "postgres":
+    # psycopg's connect_timeout (at least 2 s) bounds connecting; PUBLISH_TIMEOUT bounds the INSERT
+    DATABASES["default"]["OPTIONS"] = {"connect_timeout": 2}  # noqa: F405
+    DRAMATIQ_BROKER = {
+        # dramatiq-postgres' broker, enqueuing on Django's connection (django_messenger.W010 otherwise)
+        "BROKER": "django_messenger.brokers.postgres.PostgresBroker",
+        "OPTIONS": {
+            # The queue tables of the test run's own schema, in the test database
+            "schema": os.environ["MESSENGER_PG_SCHEMA"],
+            # A dead worker's claimed rows come back after this long without its heartbeat
+            "heartbeat_interval": 1.0,
+            "heartbeat_ttl": float(os.environ.get("MESSENGER_PG_HEARTBEAT_TTL", "60")),
+            "maintenance_interval": 1.0,
+            "poll_interval": 0.5,
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
+elif BROKER == "redis":
     DRAMATIQ_BROKER = {
         # Dramatiq's own, or messenger's (MESSENGER_REDIS_BROKER=django_messenger.brokers.redis.RedisBroker)
         "BROKER": os.environ.get("MESSENGER_REDIS_BROKER", "dramatiq.brokers.redis.RedisBroker"),
@@ -49,19 +68,32 @@ elif BROKER == "sqs":
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }
 else:
+    _AMQP_QUERY = "?heartbeat=30&blocked_connection_timeout=" + os.environ.get(
+        "MESSENGER_BLOCKED_CONNECTION_TIMEOUT", "10"
+    )
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
         "OPTIONS": {
-            "url": os.environ.get("MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-            + "?heartbeat=30&blocked_connection_timeout="
-            + os.environ.get("MESSENGER_BLOCKED_CONNECTION_TIMEOUT", "10"),
+            # Several URLs, separated by ";" (a cluster's nodes, tried in order), as Dramatiq takes them
+            "url": ";".join(
+                url + _AMQP_QUERY
+                for url in os.environ.get(
+                    "MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"
+                ).split(";")
+            ),
             "confirm_delivery": True,
         },
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }
 MESSENGER = {
     "DEFAULT_TRANSPORT": "async",
-    "TRANSPORTS": {"async": {"queue_name": os.environ["MESSENGER_QUEUE"]}},
+    "TRANSPORTS": {
+        "async": {
+            "queue_name": os.environ["MESSENGER_QUEUE"],
+            # "quorum" on the RabbitMQ cluster of tests/integration/test_cluster.py
+            "queue_type": os.environ.get("MESSENGER_QUEUE_TYPE", "classic"),
+        }
+    },
     "PUBLISH_TIMEOUT": float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")),
     "DELAY_HOP": float(os.environ.get("MESSENGER_DELAY_HOP", "600")),
 }
