@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = [("django_messenger", "0001_failedmessage")]
 AFTER = [("django_messenger", "0002_failedmessage_payload_as_text")]
-LATEST = [("django_messenger", "0003_failure_once_and_due_at")]
+LATEST = [("django_messenger", "0004_outbox")]
 FLAKY = "tests.testapp.handlers.flaky"
 
 
