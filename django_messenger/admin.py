@@ -1,4 +1,4 @@
-"""The failure store in the Django admin: read, retry, remove."""
+"""The failure store in the Django admin (read, retry, remove), and the outbox's rows (read)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.http import HttpRequest
 
 from . import failures
 from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
-from .models import FailedMessage
+from .models import FailedMessage, OutboxMessage
 
 
 @admin.register(FailedMessage)
@@ -63,3 +63,24 @@ class FailedMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-igno
                 self.message_user(request, f"{failed}: {exc}", messages.ERROR)
         if sent:
             self.message_user(request, f"{sent} message(s) sent again.", messages.SUCCESS)
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-ignore]
+    """The transactional outbox's rows, read-only: what waits for the relay, and why."""
+
+    list_display = ["id", "message_id", "transport", "created_at", "sent_at", "attempts", "short_error"]
+    list_filter = ["transport", ("sent_at", admin.EmptyFieldListFilter)]
+    search_fields = ["message_id", "broker_message_id"]
+    exclude = ["message"]  # the encoded Dramatiq message: bytes, not for reading
+    readonly_fields = [field.name for field in OutboxMessage._meta.fields if field.name != "message"]
+
+    @admin.display(description="last error")
+    def short_error(self, row: OutboxMessage) -> str:
+        return row.last_error if len(row.last_error) <= 80 else row.last_error[:79] + "…"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from django_messenger import bus
@@ -302,3 +303,18 @@ def test_w017_relays_in_workers_on_a_database_without_row_locks(outbox, monkeypa
 
 def test_outbox_is_a_known_transport_option(outbox):
     assert check_unknown_settings() == []
+
+
+def test_the_admin_lists_the_rows_waiting_for_the_relay(outbox, admin_client):
+    envelope = bus.dispatch(Ping("waiting"))
+    Relay(Refusing(outbox, BrokerUnavailable("RabbitMQ is away"))).drain()
+
+    changelist = reverse("admin:django_messenger_outboxmessage_changelist")
+    response = admin_client.get(f"{changelist}?sent_at__isempty=1")
+
+    assert response.status_code == 200
+    assert str(envelope.message_id) in response.content.decode()
+    assert "RabbitMQ is away" in response.content.decode()
+    row = OutboxMessage.objects.get()
+    change = reverse("admin:django_messenger_outboxmessage_change", args=[row.pk])
+    assert admin_client.get(change).status_code == 200
