@@ -36,10 +36,10 @@ class MessengerConfig(AppConfig):
         if has_retries and not any(isinstance(middleware, RetryGuard) for middleware in broker.middleware):
             # Before Retries in the list, so that its after-hooks run after Retries' own.
             broker.add_middleware(RetryGuard(), before=Retries)
-        if not any(isinstance(middleware, DelayHopMiddleware) for middleware in broker.middleware):
-            broker.add_middleware(DelayHopMiddleware())  # last: every other middleware saw the message
         if not any(isinstance(middleware, RelayMiddleware) for middleware in broker.middleware):
             broker.add_middleware(RelayMiddleware())  # the outbox's relay thread in each worker process
+        if not any(isinstance(middleware, DelayHopMiddleware) for middleware in broker.middleware):
+            broker.add_middleware(DelayHopMiddleware())  # last: every other middleware saw the message
         install()  # transports with "outbox": True write to the outbox table
         binding.bind(broker)
         autodiscover_modules("handlers")
