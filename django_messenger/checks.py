@@ -23,7 +23,6 @@ from .conf import SYNC_TRANSPORT, MessengerSettings, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
 from .exceptions import HandlerErrorCode
 from .locator import locator
-from .outbox import outbox_alias
 from .transports.dramatiq.binding import binding
 
 
@@ -755,6 +754,9 @@ def check_outbox(
                 id="django_messenger.W017",
             )
         )
+    # Imported here: the outbox's model needs the app registry, and this module must import without it.
+    from .outbox import outbox_alias
+
     alias = outbox_alias()
     locks = connections[alias].features.has_select_for_update_skip_locked
     if messenger_settings.OUTBOX_RELAY_IN_WORKERS and not locks:
