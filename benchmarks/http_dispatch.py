@@ -11,6 +11,9 @@ sending view on the same broker (``--broker``: ``rabbitmq``, the default, or ``r
   (d) messenger  ``MessengerViewSet`` with confirms (messenger's default)
   (e) messenger  confirms off (broker and ``MESSENGER["CONFIRM_DELIVERY"]``)
   (f) celery     ``.delay()`` (no confirms: Celery's default); skipped without celery
+  (g) messenger  the transactional outbox: the view commits a row to PostgreSQL (a database
+                 of the run's own, on 127.0.0.1:5432 or ``BENCH_PG_*``) and answers; a
+                 ``messenger_relay`` process publishes the rows with confirms meanwhile
 
 (c) and (e) exist only where a send can skip the broker's answer (RabbitMQ); (f) runs on
 RabbitMQ only. On Redis a send waits for the enqueue script's answer: (b) and (d) compare.
@@ -32,13 +35,17 @@ Needs the broker's server (RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379) 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 
+import psycopg
+
 from benchmarks._common import (
+    PYTHON,
     ROOT,
     bench_env,
     machine_info,
@@ -49,6 +56,7 @@ from benchmarks._common import (
     require_wrk,
     run_main,
     spread,
+    start,
     start_gunicorn,
     stop_all,
     verdict,
@@ -67,6 +75,12 @@ class Variant:
     confirm: bool
     path: str
     queue: str | None  # the queue it fills, suffix-less (see settings.py), or None
+    outbox: bool = False
+
+    @property
+    def server(self) -> str:
+        """The gunicorn it is measured on: confirms (c), none (n), or the outbox (o)."""
+        return "o" if self.outbox else "c" if self.confirm else "n"
 
 
 VARIANTS = [
@@ -76,7 +90,30 @@ VARIANTS = [
     Variant("d", "messenger, confirms (default)", True, "/messenger/", "messenger-c"),
     Variant("e", "messenger, no confirms", False, "/messenger/", "messenger-n"),
     Variant("f", "celery .delay()", True, "/celery/", "celery"),
+    Variant("g", "messenger, outbox (PostgreSQL row)", True, "/messenger/", "messenger-o", outbox=True),
 ]
+
+
+def create_outbox_database(name: str, env: dict[str, str]) -> None:
+    """Create the outbox's database ``name`` and migrate it (django_messenger's tables)."""
+    with psycopg.connect(**_pg_params(env), dbname="postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run(
+        [PYTHON, "-m", "django", "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True, timeout=120
+    )
+
+
+def drop_outbox_database(name: str, env: dict[str, str]) -> None:
+    with psycopg.connect(**_pg_params(env), dbname="postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_params(env: dict[str, str]) -> dict[str, str]:
+    return {
+        "host": env.get("BENCH_PG_HOST", "127.0.0.1"),
+        "port": env.get("BENCH_PG_PORT", "5432"),
+        "user": env.get("BENCH_PG_USER", "postgres"),
+    }
 
 
 @dataclass
@@ -130,7 +167,7 @@ def main() -> None:
     parser.add_argument("--worker-classes", default="sync,gthread", help="gunicorn worker classes to compare")
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--gthread-threads", type=int, default=8)
-    parser.add_argument("--variants", default="abcdef", help="which variants to run (letters)")
+    parser.add_argument("--variants", default="abcdefg", help="which variants to run (letters)")
     parser.add_argument("--broker", choices=list(BROKERS), default=DEFAULT, help="default: %(default)s")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 s, 1 round, sync workers, no warm-up"
@@ -160,6 +197,7 @@ def main() -> None:
             notes.append("(f) celery skipped: celery is not installed (pip install -e '.[bench]').")
 
     queues = sorted({f"{prefix}-{v.queue}" for v in variants if v.queue})
+    outbox_db = prefix.replace("-", "_") + "_outbox"
     classes = [c.strip() for c in args.worker_classes.split(",") if c.strip()]
     print(f"Machine: {machine_info(f'{broker.server} {broker.version()}')}")
     print(
@@ -170,20 +208,33 @@ def main() -> None:
     results: dict[tuple[str, str], list[float]] = defaultdict(list)
     errors: dict[tuple[str, str], int] = defaultdict(int)
     try:
-        servers: dict[tuple[str, bool], str] = {}
+        servers: dict[tuple[str, str], str] = {}
+        outbox_env = bench_env(
+            prefix,
+            BENCH_OUTBOX="1",
+            BENCH_OUTBOX_DB=outbox_db,
+            BENCH_BROKER=args.broker,
+            **{k: v for k, v in os.environ.items() if k.startswith("BENCH_PG_")},
+            **broker.env(),
+        )
+        if any(v.outbox for v in variants):
+            create_outbox_database(outbox_db, outbox_env)
+            start("relay", [PYTHON, "-m", "django", "messenger_relay"], outbox_env)
         for worker_class in classes:
-            for confirm in sorted({v.confirm for v in variants}):
-                env = bench_env(
-                    prefix, BENCH_CONFIRM="1" if confirm else "0", BENCH_BROKER=args.broker, **broker.env()
-                )
+            for server in sorted({v.server for v in variants}):
+                confirm = server != "n"
+                env = outbox_env
+                if server != "o":
+                    flag = "1" if confirm else "0"
+                    env = bench_env(prefix, BENCH_CONFIRM=flag, BENCH_BROKER=args.broker, **broker.env())
                 _, url = start_gunicorn(
-                    f"gunicorn-{worker_class}-{'c' if confirm else 'n'}",
+                    f"gunicorn-{worker_class}-{server}",
                     env,
                     worker_class=worker_class,
                     workers=args.gunicorn_workers,
                     threads=args.gthread_threads,
                 )
-                servers[worker_class, confirm] = url
+                servers[worker_class, server] = url
                 # The port opens before the workers have booted: wait for an answer from one.
                 wait_for(lambda url=url: answers(url + "/bare/"), timeout=60, what=f"{url} to answer")
         # Warm-up: every worker process imports, connects and declares its queues.
@@ -191,7 +242,7 @@ def main() -> None:
             for v in variants:
                 run_wrk(
                     wrk,
-                    servers[worker_class, v.confirm] + v.path,
+                    servers[worker_class, v.server] + v.path,
                     duration=1,
                     threads=args.threads,
                     connections=args.connections,
@@ -203,7 +254,7 @@ def main() -> None:
                 for v in variants[shift:] + variants[:shift]:
                     result = run_wrk(
                         wrk,
-                        servers[worker_class, v.confirm] + v.path,
+                        servers[worker_class, v.server] + v.path,
                         duration=args.duration,
                         threads=args.threads,
                         connections=args.connections,
@@ -215,6 +266,8 @@ def main() -> None:
             print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     finally:
         stop_all()
+        if any(v.outbox for v in variants):
+            drop_outbox_database(outbox_db, outbox_env)
         broker.cleanup(queues, exchanges=[f"{prefix}-celery"] if any(v.key == "f" for v in variants) else [])
         broker.close()
 
@@ -253,6 +306,7 @@ def main() -> None:
             ("b", "a", None, "dramatiq confirmed / bare (reference 0.28)"),
             ("f", "a", None, "celery / bare (reference 0.46)"),
             ("d", "a", None, "messenger confirmed / bare"),
+            ("g", "d", None, "messenger outbox / messenger confirmed"),
             ("e", "a", None, "messenger unconfirmed / bare"),
         ],
         "gthread": [
@@ -260,6 +314,7 @@ def main() -> None:
             ("d", "b", None, "messenger confirmed / dramatiq confirmed"),
             ("e", "c", None, "messenger unconfirmed / dramatiq unconfirmed"),
             ("b", "c", None, "dramatiq confirmed / dramatiq unconfirmed"),
+            ("g", "d", None, "messenger outbox / messenger confirmed"),
         ],
     }
     rows = []

@@ -1,4 +1,5 @@
-"""The failure store in the Django admin: read, retry, remove; and the queues and failures dashboard."""
+"""The failure store in the Django admin (read, retry, remove), the queues and failures dashboard,
+and the outbox's rows (read)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from django.urls import URLPattern, path, reverse
 
 from . import failures, stats
 from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
-from .models import FailedMessage, FailureDashboard
+from .models import FailedMessage, FailureDashboard, OutboxMessage
 
 
 def may_view_failures(request: HttpRequest) -> bool:
@@ -228,3 +229,18 @@ class FailureDashboardAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-i
         else:
             self.message_user(request, f"{failed} sent again to {failed.handler}.", messages.SUCCESS)
         return HttpResponseRedirect(dashboard)
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-ignore]
+    """The transactional outbox's rows, read-only: what waits for the relay, and why."""
+
+    list_display = ["id", "message_id", "transport", "created_at", "sent_at", "attempts", "short_error"]
+    list_filter = ["transport", ("sent_at", admin.EmptyFieldListFilter)]
+    search_fields = ["message_id", "broker_message_id"]
+    exclude = ["message"]  # the encoded Dramatiq message: bytes, not for reading
+    readonly_fields = [field.name for field in OutboxMessage._meta.fields if field.name != "message"]
+
+    @admin.display(description="last error")
+    def short_error(self, row: OutboxMessage) -> str:
+        return row.last_error if len(row.last_error) <= 80 else row.last_error[:79] + "…"

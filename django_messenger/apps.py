@@ -1,4 +1,4 @@
-"""The app config: find every app's ``handlers.py`` and bind the handlers to the broker."""
+"""The app config: find every app's ``handlers.py``, bind the handlers to the broker, set up the outbox."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class MessengerConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the system checks)
         from .delays import DelayHopMiddleware
         from .middleware import MessengerMiddleware
+        from .outbox import RelayMiddleware, install
         from .retries import RetryGuard
         from .transports.dramatiq.binding import binding
 
@@ -35,8 +36,11 @@ class MessengerConfig(AppConfig):
         if has_retries and not any(isinstance(middleware, RetryGuard) for middleware in broker.middleware):
             # Before Retries in the list, so that its after-hooks run after Retries' own.
             broker.add_middleware(RetryGuard(), before=Retries)
+        if not any(isinstance(middleware, RelayMiddleware) for middleware in broker.middleware):
+            broker.add_middleware(RelayMiddleware())  # the outbox's relay thread in each worker process
         if not any(isinstance(middleware, DelayHopMiddleware) for middleware in broker.middleware):
             broker.add_middleware(DelayHopMiddleware())  # last: every other middleware saw the message
+        install()  # transports with "outbox": True write to the outbox table
         binding.bind(broker)
         autodiscover_modules("handlers")
         if apps.is_installed("drf_spectacular"):

@@ -12,7 +12,10 @@ over; the transport's receiving side finds the handlers:
 * a transactional transport (the PostgreSQL broker, whose enqueue is an INSERT on the
   caller's connection) inside a transaction of its database writes the message at once,
   in that transaction: it exists if and only if the transaction commits, a failure raises
-  at the dispatch, and the envelope has its ``SentStamp``.
+  at the dispatch, and the envelope has its ``SentStamp``;
+* a transport with an outbox (``"outbox": True``, django_messenger.outbox) does the same with
+  the outbox table: the row is written at once, in the caller's transaction on the outbox's
+  database (or in one of its own outside any), and the envelope has an ``OutboxStamp``.
 """
 
 from __future__ import annotations

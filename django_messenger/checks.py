@@ -402,7 +402,7 @@ def check_routing(
 
 
 #: The options a transport of ``MESSENGER["TRANSPORTS"]`` understands today.
-TRANSPORT_OPTIONS = frozenset({"queue_name", "queue_type"})
+TRANSPORT_OPTIONS = frozenset({"queue_name", "queue_type", "outbox"})
 
 
 @checks.register("messenger")
@@ -912,3 +912,59 @@ def check_idempotent_handlers(
             )
         )
     return messages
+
+
+@checks.register("messenger")
+def check_outbox(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E017 an ``outbox`` option that is not True or False; W017 an outbox that adds a copy (a
+    broker that is the database) or that several relays may send twice from (no row locks)."""
+    found: list[checks.CheckMessage] = []
+    with_outbox: list[str] = []
+    for name, options in messenger_settings.TRANSPORTS.items():
+        value = options.get("outbox", False)
+        if not isinstance(value, bool):
+            found.append(
+                checks.Error(
+                    f"MESSENGER['TRANSPORTS'][{name!r}]['outbox'] is {value!r}, not True or False: the "
+                    f"transport publishes directly.",
+                    hint="Set it to True (write dispatches to the outbox table) or False.",
+                    obj="MESSENGER",
+                    id="django_messenger.E017",
+                )
+            )
+        elif value:
+            with_outbox.append(name)
+    if not with_outbox:
+        return found
+    broker = binding.broker
+    if broker is not None and getattr(broker, "transactional", False):
+        found.append(
+            checks.Warning(
+                f"The transports {with_outbox} have an outbox, but the broker writes its messages in the "
+                f"caller's transaction already (its queue table is an outbox): the outbox only adds a copy "
+                f"and a relay's delay.",
+                hint="Remove 'outbox' from these transports (docs/transports.md, PostgreSQL).",
+                obj="MESSENGER",
+                id="django_messenger.W017",
+            )
+        )
+    # Imported here: the outbox's model needs the app registry, and this module must import without it.
+    from .outbox import outbox_alias
+
+    alias = outbox_alias()
+    locks = connections[alias].features.has_select_for_update_skip_locked
+    if messenger_settings.OUTBOX_RELAY_IN_WORKERS and not locks:
+        found.append(
+            checks.Warning(
+                f"The outbox's database {alias!r} ({connections[alias].vendor}) cannot lock rows with SKIP "
+                f"LOCKED, and every rundramatiq worker process runs a relay: two relays may publish one "
+                f"message twice.",
+                hint="Set MESSENGER['OUTBOX_RELAY_IN_WORKERS'] = False and run one "
+                "`manage.py messenger_relay`, or keep the outbox on PostgreSQL.",
+                obj="MESSENGER",
+                id="django_messenger.W017",
+            )
+        )
+    return found

@@ -67,6 +67,21 @@ def _optional_url(value: Any) -> str | None:
     return value
 
 
+def _count(value: Any) -> int:
+    """A whole number greater than 0 (``True`` is not one)."""
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"a whole number greater than 0, not {value!r}")
+    return int(value)
+
+
+def _non_negative(value: Any) -> float:
+    """A finite number of seconds, 0 or more."""
+    number = float(value)
+    if not (number >= 0 and number != float("inf")):
+        raise ValueError(f"a finite number of seconds, 0 or more, not {value!r}")
+    return number
+
+
 def _setting(default: Any, coerce: Callable[[Any], Any]) -> Any:
     """A field of :class:`MessengerSettings`: its default, and how a user's value becomes its type."""
     return dataclasses.field(default_factory=lambda: coerce(default), metadata={"coerce": coerce})
@@ -105,6 +120,17 @@ class MessengerSettings:
     #: a redelivery later than this runs the handler again.
     HANDLED_TTL: float = _setting(7 * 24 * 3600.0, _positive)
 
+    #: Seconds a relay of the transactional outbox waits between looks at the outbox table when
+    #: it found nothing to publish (django_messenger.outbox).
+    OUTBOX_POLL_INTERVAL: float = _setting(0.5, _positive)
+    #: Rows a relay locks and publishes in one transaction.
+    OUTBOX_BATCH_SIZE: int = _setting(100, _count)
+    #: Seconds a published outbox row is kept (marked sent) before the relay deletes it; 0 deletes it
+    #: as it is marked.
+    OUTBOX_KEEP_SENT: float = _setting(3600.0, _non_negative)
+    #: Run a relay thread in every ``rundramatiq`` worker process when a transport has an outbox.
+    OUTBOX_RELAY_IN_WORKERS: bool = _setting(True, _bool)
+
     @classmethod
     def from_setting(cls, value: Any) -> MessengerSettings:
         """The settings ``value`` (``settings.MESSENGER``) gives, every key coerced to its type.
@@ -128,6 +154,10 @@ class MessengerSettings:
                     f"{field.type} ({exc}): see the Settings page of django-messenger's docs."
                 ) from None
         return cls(**given)
+
+    def outbox(self, transport: str) -> bool:
+        """Whether dispatches to ``transport`` are written to the transactional outbox (a bool; E017 else)."""
+        return self.TRANSPORTS.get(transport, {}).get("outbox", False) is True
 
     def queue_name(self, transport: str) -> str:
         """The Dramatiq queue of handlers routed to ``transport`` that name none."""

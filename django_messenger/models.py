@@ -110,3 +110,43 @@ class HandledMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} {self.handler}"
+
+
+class OutboxMessage(models.Model):
+    """A message dispatched to a transport with ``"outbox": True``, waiting for (or past) its publish.
+
+    The dispatch writes the row in the caller's transaction: it exists if and only if that
+    transaction commits. A relay (django_messenger.outbox) publishes the rows in ``id`` order
+    and sets ``sent_at``; sent rows are deleted after ``MESSENGER["OUTBOX_KEEP_SENT"]`` seconds.
+    ``message`` is the Dramatiq message as Dramatiq's encoder wrote it, its id ``broker_message_id``.
+    """
+
+    message_id = models.UUIDField(db_index=True, help_text="The envelope's id.")
+    broker_message_id = models.CharField(max_length=64)
+    transport = models.CharField(max_length=255)
+    queue_name = models.CharField(max_length=255)
+    actor_name = models.CharField(max_length=255)
+    message = models.BinaryField(help_text="The Dramatiq message, encoded by DRAMATIQ_ENCODER.")
+    delay = models.BigIntegerField(null=True, blank=True, help_text="The DelayStamp's milliseconds.")
+    created_at = models.DateTimeField()
+    available_at = models.DateTimeField(
+        null=True, blank=True, help_text="Not published before then (a publish that failed waits)."
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="Publishes that failed.")
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # What the relay reads: the unsent rows, in id order.
+            models.Index(
+                fields=["id"], condition=models.Q(sent_at__isnull=True), name="django_messenger_outbox_unsent"
+            ),
+            models.Index(fields=["sent_at"], name="django_messenger_outbox_sent"),
+        ]
+        verbose_name = "outbox message"
+        verbose_name_plural = "outbox messages"
+
+    def __str__(self) -> str:
+        return f"{self.message_id} to {self.transport}"

@@ -144,6 +144,20 @@ class SentStamp(Stamp):
 
 
 @dataclass(frozen=True)
+class OutboxStamp(Stamp):
+    """The message was written to the transactional outbox, to be published by a relay. Never sent.
+
+    ``broker_message_id`` is the id the broker will know it by once the relay published it;
+    ``outbox_id`` the row's id (``OutboxMessage.pk``).
+    """
+
+    transport: str
+    queue_name: str
+    broker_message_id: str
+    outbox_id: int
+
+
+@dataclass(frozen=True)
 class ReceivedStamp(Stamp):
     """A worker received the message from the broker. Never sent.
 
@@ -160,6 +174,7 @@ __all__ = [
     "DelayStamp",
     "HandledStamp",
     "OperationStamp",
+    "OutboxStamp",
     "ReceivedStamp",
     "RemoveStamp",
     "SentStamp",

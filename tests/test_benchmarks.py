@@ -98,6 +98,7 @@ def test_http_dispatch_benchmark_prints_its_tables(rabbitmq: None) -> None:
     assert "### HTTP dispatch, gunicorn sync" in out
     for row in ("| (a) bare", "| (b) dramatiq", "| (c) dramatiq", "| (d) messenger", "| (e) messenger"):
         assert row in out
+    assert "| (g) messenger, outbox" in out and "(g)/(d) messenger outbox" in out
     assert "### Ratios" in out and ">= 0.95x" in out
 
 

@@ -15,6 +15,7 @@ from django_messenger.stamps import (
     DelayStamp,
     HandledStamp,
     OperationStamp,
+    OutboxStamp,
     ReceivedStamp,
     RemoveStamp,
     SentStamp,
@@ -90,7 +91,7 @@ def test_stamp_types_holds_exactly_the_sent_stamps() -> None:
         "user": UserStamp,
     } == STAMP_TYPES
     assert {cls for cls in defined if cls.sent()} == set(STAMP_TYPES.values())
-    assert {cls for cls in defined if not cls.sent()} == {HandledStamp, SentStamp, ReceivedStamp}
+    assert {cls for cls in defined if not cls.sent()} == {HandledStamp, SentStamp, ReceivedStamp, OutboxStamp}
 
 
 @pytest.mark.parametrize(

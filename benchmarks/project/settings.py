@@ -6,6 +6,10 @@
   leaves ``MESSENGER["CONFIRM_DELIVERY"]`` on; ``0`` turns both off (at-most-once).
 - ``BENCH_MESSENGER``: ``0`` leaves django_messenger out of INSTALLED_APPS: a plain
   django-dramatiq project (the worker benchmark's RSS baseline).
+- ``BENCH_OUTBOX``: ``1`` puts the transactional outbox in front of the broker: the messenger
+  view writes a row of the PostgreSQL database ``BENCH_OUTBOX_DB`` (on ``BENCH_PG_HOST``,
+  ``BENCH_PG_PORT``, as ``BENCH_PG_USER``; persistent connections) instead of publishing, and a
+  ``messenger_relay`` process publishes the rows.
 - ``BENCH_E2E_UDP_PORT``: where the end-to-end handlers report when they started.
 - ``BENCH_BROKER``: the broker, by its name in ``benchmarks.brokers.BROKERS`` (``rabbitmq``
   by default, or ``redis``); that entry gives ``DRAMATIQ_BROKER``'s class and options and
@@ -27,7 +31,8 @@ PREFIX = os.environ.get("BENCH_PREFIX", "bench")
 CONFIRM = os.environ.get("BENCH_CONFIRM", "1") == "1"
 WITH_MESSENGER = os.environ.get("BENCH_MESSENGER", "1") == "1"
 BROKER = selected()
-SUFFIX = "c" if CONFIRM else "n"
+OUTBOX = os.environ.get("BENCH_OUTBOX") == "1"
+SUFFIX = "o" if OUTBOX else "c" if CONFIRM else "n"
 
 SECRET_KEY = "benchmarks-only"
 DEBUG = False
@@ -49,6 +54,17 @@ MIDDLEWARE: list[str] = []
 
 # Nothing on the measured paths touches the database.
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+if OUTBOX:  # ... but the outbox: its rows are the messages
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("BENCH_PG_PORT", "5432"),
+            "USER": os.environ.get("BENCH_PG_USER", "postgres"),
+            "NAME": os.environ["BENCH_OUTBOX_DB"],
+            "CONN_MAX_AGE": 600,
+        }
+    }
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
@@ -79,8 +95,9 @@ CELERY_QUEUE = f"{PREFIX}-celery"
 
 MESSENGER = {
     "DEFAULT_TRANSPORT": "async",
-    "TRANSPORTS": {"async": {"queue_name": MESSENGER_QUEUE}},
+    "TRANSPORTS": {"async": {"queue_name": MESSENGER_QUEUE, "outbox": OUTBOX}},
     "CONFIRM_DELIVERY": CONFIRM,
+    "OUTBOX_KEEP_SENT": 0,  # a published row is deleted at once: the table stays small
 }
 
 LOGGING = {

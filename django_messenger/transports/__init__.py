@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..conf import SYNC_TRANSPORT, messenger_settings, on_reload
-from ..exceptions import UnknownTransport
+from ..exceptions import MessengerError, UnknownTransport
 from ..message_types import message_types
 from ..routing import transport_name_for
 from .base import Transport
@@ -30,12 +30,23 @@ class Router:
         self._by_type: dict[type, Transport] = {}
         self._by_name: dict[str, Transport] = {}
         self._replacements: list[Callable[[Transport], Transport]] = []
+        #: Builds the transport of a name whose options say ``"outbox": True``. The outbox's
+        #: transport writes a model, which this floor cannot import: the app's ``ready()`` sets it
+        #: (:class:`django_messenger.outbox.OutboxTransport`).
+        self.outbox_factory: Callable[[str], Transport] | None = None
 
     def transport_named(self, name: str) -> Transport:
         transport = self._by_name.get(name)
         if transport is None:
             if name == SYNC_TRANSPORT:
                 transport = SyncTransport()
+            elif name in messenger_settings.TRANSPORTS and messenger_settings.outbox(name):
+                if self.outbox_factory is None:
+                    raise MessengerError(
+                        f"The transport {name!r} has an outbox, which needs the app registry: is "
+                        f"'django_messenger' in INSTALLED_APPS and did the app registry finish loading?"
+                    )
+                transport = self.outbox_factory(name)
             elif name in messenger_settings.TRANSPORTS:
                 transport = DramatiqTransport(name)
             else:

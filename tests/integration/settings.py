@@ -97,6 +97,9 @@ MESSENGER = {
     "PUBLISH_TIMEOUT": float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")),
     "DELAY_HOP": float(os.environ.get("MESSENGER_DELAY_HOP", "600")),
 }
+if os.environ.get("MESSENGER_OUTBOX") == "1":  # the transactional outbox (tests/integration/test_outbox.py)
+    MESSENGER["TRANSPORTS"]["async"]["outbox"] = True  # type: ignore[index]
+    MESSENGER["OUTBOX_POLL_INTERVAL"] = float(os.environ.get("MESSENGER_OUTBOX_POLL_INTERVAL", "0.5"))
 if "MESSENGER_MAX_MESSAGE_SIZE" in os.environ:  # a broker that takes less than the default (SQS)
     MESSENGER["MAX_MESSAGE_SIZE"] = int(os.environ["MESSENGER_MAX_MESSAGE_SIZE"])
 LOGGING = {
