@@ -14,4 +14,5 @@ router.register("books", BookViewSet)
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include(router.urls)),
+    path("", include("django_messenger.urls")),  # the status resource of tracked writes: messages/<id>/
 ]
