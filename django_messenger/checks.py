@@ -395,15 +395,24 @@ def check_async_http(
 
     errors: list[checks.CheckMessage] = []
     views = [view for view in _url_views(get_resolver().url_patterns) if issubclass(view, MessengerViewMixin)]
-    tracked = [view for view in views if view.messenger_track or (view.messenger_track is None and messenger_settings.STATUS)]
+    tracked = [
+        view
+        for view in views
+        if view.messenger_track or (view.messenger_track is None and messenger_settings.STATUS)
+    ]
     if tracked:
         try:
             reverse(STATUS_URL_NAME, kwargs={"message_id": "00000000-0000-0000-0000-000000000000"})
         except NoReverseMatch:
-            where = "MESSENGER['STATUS']" if messenger_settings.STATUS else f"{tracked[0].__module__}.{tracked[0].__qualname__}"
+            where = (
+                "MESSENGER['STATUS']"
+                if messenger_settings.STATUS
+                else f"{tracked[0].__module__}.{tracked[0].__qualname__}"
+            )
             errors.append(
                 checks.Error(
-                    f"{where} tracks writes, but the status resource has no URL: their Location cannot be built.",
+                    f"{where} tracks writes, but the status resource has no URL: "
+                    f"their Location cannot be built.",
                     hint='Add path("<prefix>/", include("django_messenger.urls")) to your ROOT_URLCONF.',
                     obj=where,
                     id="django_messenger.E015",
@@ -413,7 +422,9 @@ def check_async_http(
     if alias is not None:
         backend = str(getattr(settings, "CACHES", {}).get(alias, {}).get("BACKEND", ""))
         if alias not in getattr(settings, "CACHES", {}) or backend in UNSHARED_CACHES:
-            what = f"the {backend.rsplit('.', 1)[-1]}, which no other process shares" if backend else "no cache"
+            what = (
+                f"the {backend.rsplit('.', 1)[-1]}, which no other process shares" if backend else "no cache"
+            )
             errors.append(
                 checks.Warning(
                     f"MESSENGER['IDEMPOTENCY_CACHE'] is {alias!r}, {what}: two web processes would each "

@@ -202,6 +202,8 @@ class IdempotencyKeyInUse(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "A request with this Idempotency-Key is still being answered: retry later."
     default_code = "idempotency_key_in_use"
+    #: DRF's exception handler sends it as ``Retry-After`` (seconds).
+    wait = 1
 
 
 class IdempotencyKeyReused(APIException):

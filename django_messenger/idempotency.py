@@ -163,7 +163,9 @@ class DatabaseStore:
 
     def finish(self, claim: Claim, answer: Answer) -> None:
         stored = answer.to_json()
-        self._mine(claim).update(status_code=answer.status_code, headers=stored["headers"], body=stored["body"])
+        self._mine(claim).update(
+            status_code=answer.status_code, headers=stored["headers"], body=stored["body"]
+        )
 
     def release(self, claim: Claim) -> None:
         self._mine(claim).delete()

@@ -33,7 +33,6 @@ from dramatiq import Middleware
 from dramatiq.middleware import SkipMessage
 
 from . import tracking
-
 from .failures import (
     ERROR,
     FIRST_FAILED_AT,

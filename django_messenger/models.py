@@ -99,7 +99,7 @@ class MessageStatus(models.Model):
 
     @property
     def status(self) -> str:
-        """``"failed"`` when a handler failed for good, ``"handled"`` when all handled it, else ``"pending"``."""
+        """``"failed"``: a handler failed for good; ``"handled"``: all handled it; else ``"pending"``."""
         if self.failed:
             return "failed"
         if len(self.handled) >= self.handlers:

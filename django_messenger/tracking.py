@@ -153,13 +153,14 @@ def record(
                 "updated_at": now,
             },
         )
-        handled = [name for name in row.handled if name != handler]
-        failures = {name: error for name, error in row.failed.items() if name != handler}
+        fields: Any = row  # handled and failed are JSON (JSONTextField), typed as text
+        handled = [name for name in fields.handled if name != handler]
+        failures = {name: error for name, error in fields.failed.items() if name != handler}
         if failed:
             failures[handler] = FAILED_SUMMARY
         else:
             handled.append(handler)
-        row.handled, row.failed, row.updated_at = handled, failures, now
+        fields.handled, fields.failed, row.updated_at = handled, failures, now
         row.save(update_fields=["handled", "failed", "updated_at"])
     return row
 

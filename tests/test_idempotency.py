@@ -61,7 +61,9 @@ class TestReplay:
 
         assert second["Messenger-Message-Id"] == first["Messenger-Message-Id"]
 
-    def test_a_synchronous_output_is_replayed_with_its_body(self, api_client, broker, settings, store):
+    def test_a_synchronous_output_is_replayed_with_its_body(
+        self, api_client, broker, settings, store, sync_transport
+    ):
         settings.MESSENGER = {**settings.MESSENGER, "IDEMPOTENCY": "optional"}
 
         first = post(api_client, "/computations/", {"a": 1, "b": 2}, "c-1")
@@ -123,7 +125,9 @@ class TestRefusals:
 
     def test_a_key_in_flight_is_409(self, api_client, broker, store):
         owner, data = "", {"text": "hi"}
-        claim = idempotency.store().claim(owner, "busy", idempotency.fingerprint("POST", "/tracked-pings/", data))
+        claim = idempotency.store().claim(
+            owner, "busy", idempotency.fingerprint("POST", "/tracked-pings/", data)
+        )
         assert isinstance(claim, idempotency.Claim)
 
         response = post(api_client, "/tracked-pings/", data, "busy")
@@ -132,7 +136,9 @@ class TestRefusals:
         assert response.json()["detail"]
         assert queued(broker) == []
 
-    def test_a_key_left_in_flight_by_a_crash_is_taken_over_after_the_lock_timeout(self, api_client, broker, settings):
+    def test_a_key_left_in_flight_by_a_crash_is_taken_over_after_the_lock_timeout(
+        self, api_client, broker, settings
+    ):
         settings.MESSENGER = {**settings.MESSENGER, "IDEMPOTENCY_LOCK_TIMEOUT": 30}
         data = {"text": "hi"}
         idempotency.store().claim("", "crashed", idempotency.fingerprint("POST", "/tracked-pings/", data))

@@ -107,12 +107,18 @@ class TestStatus:
         stamp = tracking.track_stamp(payload)
         assert stamp == TrackStamp(owner="", handlers=2)
 
-        tracking.record(uuid.UUID(payload["id"]), stamp, handler="tests.testapp.handlers.shout_one", failed=False)
+        tracking.record(
+            uuid.UUID(payload["id"]), stamp, handler="tests.testapp.handlers.shout_one", failed=False
+        )
         assert client.get(location).json()["status"] == "pending"
-        tracking.record(uuid.UUID(payload["id"]), stamp, handler="tests.testapp.handlers.shout_two", failed=False)
+        tracking.record(
+            uuid.UUID(payload["id"]), stamp, handler="tests.testapp.handlers.shout_two", failed=False
+        )
         assert client.get(location).json()["status"] == "handled"
 
-    def test_a_handler_failed_for_good_reads_failed_with_an_error_and_no_exception_text(self, ada_client, broker):
+    def test_a_handler_failed_for_good_reads_failed_with_an_error_and_no_exception_text(
+        self, ada_client, broker
+    ):
         location = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")["Location"]
 
         handled_by_worker(broker, failed=True)
