@@ -87,7 +87,8 @@ def test_a_handler_failing_for_good_reads_failed(server, ada):
     assert "NotFixedYet" not in status["error"]  # no exception text reaches a client
 
 
-def test_clients_racing_with_one_key_dispatch_once_and_all_learn_one_message_id(server, ada):
+def test_clients_racing_with_one_key_dispatch_once_and_all_learn_one_message_id(server):
+    # Anonymous clients: a password hash per request would only slow the race down.
     key = str(uuid.uuid4())
     text = f"race-{key[:8]}"
     clients = 8
@@ -102,9 +103,8 @@ def test_clients_racing_with_one_key_dispatch_once_and_all_learn_one_message_id(
             response = requests.post(
                 f"{server}/tracked-pings/",
                 json={"text": text},
-                auth=ada,
                 headers={"Idempotency-Key": key},
-                timeout=15,
+                timeout=60,
             )
             if response.status_code != 409 or time.monotonic() > deadline:
                 break
