@@ -23,15 +23,18 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from django.apps import apps
 from django.core.cache import caches
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .conf import messenger_settings
 from .exceptions import IdempotencyKeyInUse, IdempotencyKeyMissing, IdempotencyKeyReused
-from .models import IdempotencyKey
+
+if TYPE_CHECKING:
+    from .models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 #: The header a replayed answer carries (as Stripe's API does).
@@ -114,6 +117,11 @@ class Store(Protocol):
     def release(self, claim: Claim) -> None: ...
 
 
+def _keys() -> type[IdempotencyKey]:
+    """The model, looked up when used: views import this module before the app registry is ready."""
+    return apps.get_model("django_messenger", "IdempotencyKey")
+
+
 def _check(fingerprint_seen: str, fingerprint_now: str) -> None:
     if fingerprint_seen != fingerprint_now:
         raise IdempotencyKeyReused()
@@ -129,17 +137,17 @@ class DatabaseStore:
             now = timezone.now()
             try:
                 with transaction.atomic():
-                    IdempotencyKey.objects.create(
+                    _keys().objects.create(
                         owner=owner, key=key, fingerprint=fingerprint, created_at=now, locked_at=now
                     )
                 return Claim(self, owner, key, fingerprint, token=now.isoformat())
             except IntegrityError:
                 pass  # the key exists: what is it?
-            row = IdempotencyKey.objects.filter(owner=owner, key=key).first()
+            row = _keys().objects.filter(owner=owner, key=key).first()
             if row is None:
                 continue  # released meanwhile
             if row.created_at < now - ttl:  # expired, not pruned yet: forget it, claim it afresh
-                IdempotencyKey.objects.filter(pk=row.pk, created_at=row.created_at).delete()
+                _keys().objects.filter(pk=row.pk, created_at=row.created_at).delete()
                 continue
             _check(row.fingerprint, fingerprint)
             if row.status_code is not None:
@@ -147,14 +155,16 @@ class DatabaseStore:
             if row.locked_at >= now - lock_timeout:
                 raise IdempotencyKeyInUse()
             # Its request crashed in flight: take the key over (one taker wins the update).
-            if IdempotencyKey.objects.filter(pk=row.pk, status_code=None, locked_at=row.locked_at).update(
-                locked_at=now
+            if (
+                _keys()
+                .objects.filter(pk=row.pk, status_code=None, locked_at=row.locked_at)
+                .update(locked_at=now)
             ):
                 return Claim(self, owner, key, fingerprint, token=now.isoformat())
         raise IdempotencyKeyInUse()
 
     def _mine(self, claim: Claim) -> Any:
-        return IdempotencyKey.objects.filter(
+        return _keys().objects.filter(
             owner=claim.owner,
             key=claim.key,
             status_code=None,

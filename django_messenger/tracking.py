@@ -14,15 +14,18 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.apps import apps
 from django.core import signing
 from django.db import transaction
 from django.utils import timezone
 
 from .conf import messenger_settings
-from .models import IdempotencyKey, MessageStatus
 from .stamps import TrackStamp
+
+if TYPE_CHECKING:
+    from .models import IdempotencyKey, MessageStatus
 
 logger = logging.getLogger("django_messenger")
 
@@ -31,6 +34,15 @@ _SALT = "django_messenger.status"
 #: What a client reads when a handler failed for good: never the exception's text (it may name
 #: hosts or data), but where an operator finds the failure.
 FAILED_SUMMARY = "A handler failed for good; the failure is kept for an operator (messenger_failed show ID)."
+
+
+def _statuses() -> type[MessageStatus]:
+    """The model, looked up when used: views import this module before the app registry is ready."""
+    return apps.get_model("django_messenger", "MessageStatus")
+
+
+def _keys() -> type[IdempotencyKey]:
+    return apps.get_model("django_messenger", "IdempotencyKey")
 
 
 def owner_of(user: Any) -> str:
@@ -93,7 +105,7 @@ def read(message_id: uuid.UUID, *, user: Any, token: str = "") -> Status | None:
     sender only with the token of its ``Location``); a valid token with no record yet is pending.
     """
     owner = owner_of(user)
-    row = MessageStatus.objects.filter(message_id=message_id).first()
+    row = _statuses().objects.filter(message_id=message_id).first()
     if row is not None:
         staff = bool(getattr(user, "is_staff", False)) and owner != ""
         mine = row.owner == owner and (owner != "" or token_time(message_id, owner, token) is not None)
@@ -144,14 +156,18 @@ def record(
     """
     now = timezone.now()
     with transaction.atomic():
-        row, _ = MessageStatus.objects.select_for_update().get_or_create(
-            message_id=message_id,
-            defaults={
-                "owner": stamp.owner[:255],
-                "handlers": max(1, stamp.handlers),
-                "created_at": sent_at or now,
-                "updated_at": now,
-            },
+        row, _ = (
+            _statuses()
+            .objects.select_for_update()
+            .get_or_create(
+                message_id=message_id,
+                defaults={
+                    "owner": stamp.owner[:255],
+                    "handlers": max(1, stamp.handlers),
+                    "created_at": sent_at or now,
+                    "updated_at": now,
+                },
+            )
         )
         fields: Any = row  # handled and failed are JSON (JSONTextField), typed as text
         handled = [name for name in fields.handled if name != handler]
@@ -192,10 +208,14 @@ def prune(now: datetime | None = None) -> tuple[int, int]:
     Returns how many of each were deleted.
     """
     now = now or timezone.now()
-    statuses, _ = MessageStatus.objects.filter(
-        updated_at__lt=now - timedelta(seconds=messenger_settings.STATUS_TTL)
-    ).delete()
-    keys, _ = IdempotencyKey.objects.filter(
-        created_at__lt=now - timedelta(seconds=messenger_settings.IDEMPOTENCY_TTL)
-    ).delete()
+    statuses, _ = (
+        _statuses()
+        .objects.filter(updated_at__lt=now - timedelta(seconds=messenger_settings.STATUS_TTL))
+        .delete()
+    )
+    keys, _ = (
+        _keys()
+        .objects.filter(created_at__lt=now - timedelta(seconds=messenger_settings.IDEMPOTENCY_TTL))
+        .delete()
+    )
     return statuses, keys

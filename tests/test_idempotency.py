@@ -134,6 +134,7 @@ class TestRefusals:
 
         assert response.status_code == 409
         assert response.json()["detail"]
+        assert response["Retry-After"] == "1"
         assert queued(broker) == []
 
     def test_a_key_left_in_flight_by_a_crash_is_taken_over_after_the_lock_timeout(
