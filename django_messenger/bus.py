@@ -8,7 +8,11 @@ over; the transport's receiving side finds the handlers:
   and returns the envelope with a :class:`HandledStamp` per handler;
 * a Dramatiq transport publishes it once. Inside ``transaction.atomic()`` the send
   waits for the commit (a rollback sends nothing; a send that fails at commit raises
-  there) and the returned envelope has no ``SentStamp`` yet.
+  there) and the returned envelope has no ``SentStamp`` yet;
+* a transactional transport (the PostgreSQL broker, whose enqueue is an INSERT on the
+  caller's connection) inside a transaction of its database writes the message at once,
+  in that transaction: it exists if and only if the transaction commits, a failure raises
+  at the dispatch, and the envelope has its ``SentStamp``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ class MessageBus:
         """Dispatch ``message`` (or an :class:`Envelope`); return its envelope.
 
         ``delay`` adds a :class:`DelayStamp`. ``on_commit=False`` sends at once even
-        inside a transaction (views do this: they write nothing themselves).
+        inside a transaction (views do this: they write nothing themselves); on a
+        transactional transport "at once" is on the caller's connection, so inside a
+        transaction the message still commits with it.
         """
         envelope = (
             message.with_stamps(*stamps) if isinstance(message, Envelope) else Envelope(message, stamps)
@@ -57,7 +63,12 @@ class MessageBus:
         transport = router.transport_for(cls)
         for listener in self.listeners:
             listener(envelope)
-        if transport.synchronous or not on_commit or not connections[DEFAULT_DB_ALIAS].in_atomic_block:
+        if transport.synchronous or not on_commit:
+            return transport.send(envelope)
+        alias = transport.transaction_alias()
+        if alias is not None and connections[alias].in_atomic_block:
+            return transport.send(envelope)  # written in the caller's transaction
+        if not connections[DEFAULT_DB_ALIAS].in_atomic_block:
             return transport.send(envelope)
         transport.check(envelope)  # what no worker would accept fails here, before the commit
         transaction.on_commit(lambda: transport.send(envelope))

@@ -14,6 +14,7 @@ from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 from django.urls import NoReverseMatch, URLPattern, URLResolver, get_resolver, reverse
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries
@@ -84,7 +85,8 @@ def check_handlers(
 def check_broker(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E004 a RabbitMQ broker without publisher confirms; E008 django_dramatiq missing."""
+    """E004 a RabbitMQ broker without publisher confirms; E008 django_dramatiq missing; on Redis,
+    W006; on PostgreSQL, E013 a database it cannot write on and W010 a send it does not bound."""
     errors: list[checks.CheckMessage] = []
     if not apps.is_installed("django_dramatiq"):
         errors.append(
@@ -118,7 +120,119 @@ def check_broker(
         errors.extend(_connection_warnings(broker))
     if _is_redis_broker(broker):
         errors.extend(_redis_timeout_warnings(broker))
+    if _is_postgres_broker(broker):
+        errors.extend(_postgres_errors(broker))
     return errors
+
+
+def _is_postgres_broker(broker: Any) -> bool:
+    """Whether ``broker`` is dramatiq-postgres' PostgresBroker (or messenger's), without importing it.
+
+    dramatiq-postgres is an optional extra: a PostgresBroker exists only once its module was imported.
+    """
+    module = sys.modules.get("dramatiq_postgres.broker")
+    postgres_broker = getattr(module, "PostgresBroker", None)
+    return postgres_broker is not None and isinstance(broker, postgres_broker)
+
+
+#: psycopg waits this long to connect when ``connect_timeout`` is not set (and at least 2 s when it is).
+PSYCOPG_DEFAULT_CONNECT_TIMEOUT = 130
+PSYCOPG_MIN_CONNECT_TIMEOUT = 2
+
+
+def postgres_connect_bound(alias: str) -> float:
+    """The longest psycopg may take to connect to Django's database ``alias``, in seconds."""
+    options = connections.settings[alias].get("OPTIONS") or {}
+    value = options.get("connect_timeout")
+    try:
+        seconds = int(float(value)) if value is not None else 0
+    except (TypeError, ValueError):
+        seconds = 0
+    if seconds <= 0:
+        return float(PSYCOPG_DEFAULT_CONNECT_TIMEOUT)
+    return float(max(seconds, PSYCOPG_MIN_CONNECT_TIMEOUT))
+
+
+def _postgres_errors(broker: Any) -> list[checks.CheckMessage]:
+    """E013 a PostgreSQL broker that cannot write on its database; W010 a send it does not bound."""
+    messages: list[checks.CheckMessage] = []
+    if apps.is_installed("dramatiq_postgres.django"):
+        messages.append(
+            checks.Error(
+                "'dramatiq_postgres.django' is in INSTALLED_APPS: it builds a broker of its own, beside "
+                "the one django_dramatiq builds from DRAMATIQ_BROKER, which messenger is bound to.",
+                hint=(
+                    "Remove 'dramatiq_postgres.django' from INSTALLED_APPS and name "
+                    "'django_messenger.brokers.postgres.PostgresBroker' in DRAMATIQ_BROKER['BROKER']; "
+                    "create its tables with `dramatiq-postgres init` (see docs/transports.md)."
+                ),
+                obj="INSTALLED_APPS",
+                id="django_messenger.E013",
+            )
+        )
+    if not getattr(broker, "transactional", False):
+        messages.append(
+            checks.Warning(
+                f"DRAMATIQ_BROKER names dramatiq-postgres' own {type(broker).__name__}: its enqueue "
+                "retries up to 10 times with waits of up to 30 s (a write could hang far beyond "
+                f"MESSENGER['PUBLISH_TIMEOUT'] before its 503), on a connection of its own (a message "
+                "dispatched in a transaction is sent at the commit, not written with it).",
+                hint=(
+                    "Use 'django_messenger.brokers.postgres.PostgresBroker' (same options): one attempt "
+                    "within PUBLISH_TIMEOUT, on the caller's Django connection."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.W010",
+            )
+        )
+        return messages
+    alias = str(broker.database)
+    if alias not in connections.settings:
+        messages.append(
+            checks.Error(
+                f"The PostgreSQL broker writes on the database {alias!r}, which is not in DATABASES.",
+                hint=(
+                    "Set DRAMATIQ_BROKER['OPTIONS']['database'] to the alias of the database holding "
+                    "its tables."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E013",
+            )
+        )
+        return messages
+    engine = str(connections.settings[alias].get("ENGINE", ""))
+    if connections[alias].vendor != "postgresql":
+        messages.append(
+            checks.Error(
+                f"The PostgreSQL broker writes on the database {alias!r}, whose ENGINE is {engine!r}: "
+                "its messages are rows of a PostgreSQL table, written on that database's connection.",
+                hint=(
+                    "Point DRAMATIQ_BROKER['OPTIONS']['database'] at a PostgreSQL database "
+                    "(django.db.backends.postgresql) that holds the broker's tables."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E013",
+            )
+        )
+        return messages
+    bound = postgres_connect_bound(alias)
+    timeout = messenger_settings.PUBLISH_TIMEOUT
+    if bound > timeout:
+        messages.append(
+            checks.Warning(
+                f"Connecting to the database {alias!r} may take up to {bound:g} s (psycopg's "
+                f"connect_timeout, 130 s when unset, 2 s at least), longer than "
+                f"MESSENGER['PUBLISH_TIMEOUT'] ({timeout:g} s): a write could wait that long for a new "
+                "connection before its 503.",
+                hint=(
+                    f"Set DATABASES[{alias!r}]['OPTIONS']['connect_timeout'] to at most PUBLISH_TIMEOUT "
+                    "(whole seconds, 2 at least), and PUBLISH_TIMEOUT to 2 or more."
+                ),
+                obj="DATABASES",
+                id="django_messenger.W010",
+            )
+        )
+    return messages
 
 
 def _is_redis_broker(broker: Any) -> bool:

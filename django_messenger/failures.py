@@ -193,20 +193,22 @@ def record(message: Any, *, error: str, traceback: str = "", tries: int = 1) -> 
     return failed
 
 
-def keep(message: Any, *, error: str, traceback: str = "", tries: int = 1) -> None:
+def keep(message: Any, *, error: str, traceback: str = "", tries: int = 1) -> bool:
     """Record the final failure of ``message``, or hold it while the database is down.
 
     Errors other than an unavailable database (a bug, say) are logged: the message is still
-    dead-lettered by the broker.
+    dead-lettered by the broker. Returns False only when the database is down and the broker
+    refused the held copy too (the failure is nowhere but in the message).
     """
     try:
         record(message, error=error, traceback=traceback, tries=tries)
     except _DATABASE_DOWN as exc:
-        _hold_or_log(message, error=error, traceback=traceback, tries=tries, reason=exc)
+        return _hold_or_log(message, error=error, traceback=traceback, tries=tries, reason=exc)
     except Exception:
         logger.exception("Could not store the failure of message %s.", message.message_id)
     finally:
         connections.close_all()
+    return True
 
 
 def keep_held(message: Any) -> bool:

@@ -33,6 +33,7 @@ from dramatiq import Middleware
 from dramatiq.middleware import SkipMessage
 
 from . import tracking
+from .brokers import FAILURE_NOT_KEPT
 from .failures import (
     ERROR,
     FIRST_FAILED_AT,
@@ -89,7 +90,7 @@ class MessengerMiddleware(Middleware):
         if HELD in message.options:
             # A held copy rejected before it could be processed (an actor this worker lacks, or
             # it could be neither recorded nor held again just now): one more attempt.
-            keep_held(message)
+            setattr(message, FAILURE_NOT_KEPT, not keep_held(message))
             return
         if not is_messenger_message(message):
             return
@@ -104,7 +105,10 @@ class MessengerMiddleware(Middleware):
             tracking.record_quietly(
                 message.args[0], handler=message.actor_name, failed=True, sent_at=_sent_at(message)
             )
-        keep(message, error=error, traceback=trace, tries=tries(message))
+        # Neither stored nor held: a broker that is the database refuses the rejection until it is
+        # (brokers/postgres.py); Dramatiq then tries the rejection again, and this hook with it.
+        kept = keep(message, error=error, traceback=trace, tries=tries(message))
+        setattr(message, FAILURE_NOT_KEPT, not kept)
 
 
 def _sent_at(message: Any) -> datetime | None:

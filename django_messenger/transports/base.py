@@ -19,6 +19,16 @@ class Transport(ABC):
     #: True when sending handles the message in this process, at once.
     synchronous: bool = False
 
+    def transaction_alias(self) -> str | None:
+        """The database alias whose open transaction a send writes the message in, or None.
+
+        A transactional transport (the PostgreSQL broker's) writes the message with the
+        caller's connection: inside ``transaction.atomic(using=alias)`` the message exists if
+        and only if that transaction commits, so the bus sends at once instead of waiting for
+        the commit. Every other transport answers None.
+        """
+        return None
+
     def check(self, envelope: Envelope) -> None:
         """Raise now what :meth:`send` would raise for ``envelope`` whatever the broker does.
 

@@ -10,12 +10,31 @@ from tests.settings import *  # noqa: F403
 
 DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F405
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("MESSENGER_CONN_MAX_AGE", "0"))  # noqa: F405
 
-#: Which broker the processes use: "rabbitmq" (the default), "redis" or "sqs" (the contract
-#: suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either at
-#: the server or at a FaultProxy in front of it.
+#: Which broker the processes use: "rabbitmq" (the default), "redis", "sqs" or "postgres" (the
+#: contract suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either
+#: at the server or at a FaultProxy in front of it; on PostgreSQL the broker is the database, so
+#: MESSENGER_TEST_DB_PORT (tests/settings.py) does that.
 BROKER = os.environ.get("MESSENGER_TEST_BROKER", "rabbitmq")
-if BROKER == "redis":
+if BROKER == "postgres":
+    # psycopg's connect_timeout (at least 2 s) bounds connecting; PUBLISH_TIMEOUT bounds the INSERT
+    DATABASES["default"]["OPTIONS"] = {"connect_timeout": 2}  # noqa: F405
+    DRAMATIQ_BROKER = {
+        # dramatiq-postgres' broker, enqueuing on Django's connection (django_messenger.W010 otherwise)
+        "BROKER": "django_messenger.brokers.postgres.PostgresBroker",
+        "OPTIONS": {
+            # The queue tables of the test run's own schema, in the test database
+            "schema": os.environ["MESSENGER_PG_SCHEMA"],
+            # A dead worker's claimed rows come back after this long without its heartbeat
+            "heartbeat_interval": 1.0,
+            "heartbeat_ttl": float(os.environ.get("MESSENGER_PG_HEARTBEAT_TTL", "60")),
+            "maintenance_interval": 1.0,
+            "poll_interval": 0.5,
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
+elif BROKER == "redis":
     DRAMATIQ_BROKER = {
         # Dramatiq's own, or messenger's (MESSENGER_REDIS_BROKER=django_messenger.brokers.redis.RedisBroker)
         "BROKER": os.environ.get("MESSENGER_REDIS_BROKER", "dramatiq.brokers.redis.RedisBroker"),

@@ -53,6 +53,13 @@ class DramatiqTransport(Transport):
     def check(self, envelope: Envelope) -> None:
         self.encode(envelope)
 
+    def transaction_alias(self) -> str | None:
+        """The broker's ``database`` when it writes on the caller's connection (brokers/postgres.py)."""
+        broker = binding.broker
+        if broker is None or not getattr(broker, "transactional", False):
+            return None
+        return str(broker.database)
+
     def send(self, envelope: Envelope) -> Envelope:
         """Publish ``envelope`` once.
 

@@ -8,17 +8,22 @@ each broker through same-named fixtures.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from base64 import b64encode
 from typing import Any, ClassVar
 
+import psycopg
 import pytest
 import redis
+from django.db import connection
 from dramatiq import Broker, Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq_postgres import init as init_schema
 
+from django_messenger.brokers.postgres import PostgresBroker
 from django_messenger.dramatiq_encoder import OPTIONS_ALLOWANCE, max_body_size
 from tests.moto import AWS_ENV, MotoServer
 
@@ -38,6 +43,8 @@ class ContractBroker:
     #: The server's port: a class default for a server the machine runs, or set by an instance
     #: that starts a server of its own on a free port (:class:`Sqs`).
     port: int
+    #: The broker's server is the database the workers store failures in (PostgreSQL).
+    is_the_database: ClassVar[bool] = False
     #: What a worker's environment needs for it to dead-letter bodies that are not messages.
     dead_lettering_env: ClassVar[dict[str, str]] = {}
     #: The processes' MESSENGER["MAX_MESSAGE_SIZE"] when the broker needs a smaller one (None: the default).
@@ -242,7 +249,109 @@ class Sqs(ContractBroker):
         self.moto.stop()  # every queue of the run goes with the server
 
 
-BROKERS: dict[str, type[ContractBroker]] = {"rabbitmq": Rabbitmq, "redis": Redis, "sqs": Sqs}
+#: How long a PostgreSQL worker may go without a heartbeat before its claimed rows are put back
+#: (s): short, so that the SIGKILL case sees them back within seconds (dramatiq-postgres: 60 s).
+POSTGRES_HEARTBEAT_TTL = 5
+
+
+class Postgres(ContractBroker):
+    """dramatiq-postgres' queue tables in a schema of this run, in the test database.
+
+    The broker is the database: the processes' broker and their Django connection are both
+    ``DATABASES["default"]`` (tests/integration/settings.py), so a proxy in front of it is put
+    there with ``MESSENGER_TEST_DB_PORT``. The test process talks to it directly.
+    """
+
+    name = "postgres"
+    port = 5432
+    is_the_database = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.schema = f"messenger_contract_{self.run}"
+        self.database = ""
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if not self.database:  # the test database, known once pytest-django created it
+            self.database = str(connection.settings_dict["NAME"])
+            with psycopg.connect(self.url(), autocommit=False) as server, server.cursor() as cursor:
+                init_schema(cursor, schema=self.schema)
+        return psycopg.connect(self.url(), autocommit=True)
+
+    def url(self, port: int | None = None) -> str:
+        database = self.database or connection.settings_dict["NAME"]
+        return f"postgresql://postgres@127.0.0.1:{port or self.port}/{database}"
+
+    def env(self, *, port: int | None = None) -> dict[str, str]:
+        self._connect().close()  # the schema exists before any process starts
+        env = {
+            **super().env(port=port),
+            "MESSENGER_PG_SCHEMA": self.schema,
+            "MESSENGER_PG_HEARTBEAT_TTL": str(POSTGRES_HEARTBEAT_TTL),
+        }
+        if port is not None:
+            env["MESSENGER_TEST_DB_PORT"] = str(port)
+        return env
+
+    def client(self) -> Broker:
+        # messenger's broker, as a web process has it: its enqueue runs on this process's
+        # Django connection (autocommit in a transactional test: committed at once)
+        self._connect().close()
+        return PostgresBroker(url=self.url(), schema=self.schema, middleware=[])
+
+    def _count(self, where: str, params: tuple[object, ...]) -> int:
+        query = psycopg.sql.SQL("SELECT count(*) FROM {}.queue WHERE " + where).format(
+            psycopg.sql.Identifier(self.schema)
+        )
+        with self._connect() as server:
+            row = server.execute(query, params).fetchone()
+        return int(row[0]) if row else 0
+
+    def rows(self, queue: str, state: str) -> int:
+        """How many rows of ``queue`` are in ``state`` (queued, consumed, rejected)."""
+        return self._count('queue_name = %s AND "state" = %s', (queue, state))
+
+    def rows_with_id(self, message_id: str) -> int:
+        return self._count("message_id = %s", (message_id,))
+
+    def dead_letters(self, queue: str) -> int:
+        return self.rows(queue, "rejected")
+
+    def put_raw(self, queue: str, body: bytes) -> None:
+        # The body column is jsonb: PostgreSQL itself refuses bytes that are not JSON, so the
+        # nearest a writer can come is JSON that is not a message (bytes that are not even JSON
+        # go in as a JSON string of their text).
+        try:
+            json.loads(body)
+            document = body.decode("utf-8")
+        except ValueError:
+            document = json.dumps(body.decode("utf-8", "replace"))
+        with self._connect() as server:
+            server.execute(
+                psycopg.sql.SQL(
+                    'INSERT INTO {}.queue (queue_name, message_id, "state", message) '
+                    "VALUES (%s, %s, 'queued', %s::jsonb)"
+                ).format(psycopg.sql.Identifier(self.schema)),
+                (queue, uuid.uuid4(), document),
+            )
+
+    def cleanup(self) -> None:
+        if not self.database:
+            return
+        try:
+            with psycopg.connect(self.url(), autocommit=True) as server:
+                drop = psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE")
+                server.execute(drop.format(psycopg.sql.Identifier(self.schema)))
+        except psycopg.OperationalError:  # the test database is already gone, with the schema
+            pass
+
+
+BROKERS: dict[str, type[ContractBroker]] = {
+    "rabbitmq": Rabbitmq,
+    "redis": Redis,
+    "sqs": Sqs,
+    "postgres": Postgres,
+}
 
 
 def enqueue(broker: ContractBroker, *messages: Message[Any]) -> None:
