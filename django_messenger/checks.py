@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from django.urls import NoReverseMatch, URLPattern, URLResolver, get_resolver, r
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries
 
+from .brokers.rabbitmq import CLASSIC, QUEUE_TYPES, QUORUM
 from .conf import SYNC_TRANSPORT, MessengerSettings, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
 from .exceptions import HandlerErrorCode
@@ -399,7 +401,7 @@ def check_routing(
 
 
 #: The options a transport of ``MESSENGER["TRANSPORTS"]`` understands today.
-TRANSPORT_OPTIONS = frozenset({"queue_name"})
+TRANSPORT_OPTIONS = frozenset({"queue_name", "queue_type"})
 
 
 @checks.register("messenger")
@@ -433,6 +435,98 @@ def check_unknown_settings(
         )
         for place in where
     ]
+
+
+@checks.register("messenger")
+def check_queue_types(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E014 a queue_type that cannot be had; W011 classic queues on a RabbitMQ cluster."""
+    transports = [name for name in messenger_settings.TRANSPORTS if name != SYNC_TRANSPORT]
+    types = {name: messenger_settings.queue_type(name) for name in transports}
+    errors: list[checks.CheckMessage] = []
+    for name, value in types.items():
+        if value not in QUEUE_TYPES:
+            errors.append(
+                _queue_type_error(
+                    f"MESSENGER['TRANSPORTS'][{name!r}]['queue_type'] is {value!r}.",
+                    f"Use {' or '.join(map(repr, QUEUE_TYPES))} ('classic' is the default).",
+                )
+            )
+    if errors:
+        return errors
+    broker = binding.broker
+    quorum = sorted(name for name, value in types.items() if value == QUORUM)
+    if broker is None:
+        return errors
+    if quorum and not isinstance(broker, RabbitmqBroker):
+        errors.append(
+            _queue_type_error(
+                f"MESSENGER['TRANSPORTS'][{quorum[0]!r}]['queue_type'] is 'quorum', but the broker is "
+                f"{type(broker).__module__}.{type(broker).__qualname__}: quorum queues are RabbitMQ's.",
+                "Remove queue_type (or set it to 'classic'), or use "
+                "dramatiq.brokers.rabbitmq.RabbitmqBroker.",
+            )
+        )
+        return errors
+    if not isinstance(broker, RabbitmqBroker):
+        return errors
+    if quorum and broker.max_priority:
+        errors.append(
+            _queue_type_error(
+                f"MESSENGER['TRANSPORTS'][{quorum[0]!r}]['queue_type'] is 'quorum', and the RabbitMQ broker "
+                f"has max_priority={broker.max_priority}: quorum queues take no priorities (RabbitMQ refuses "
+                f"to declare them with x-max-priority).",
+                "Remove max_priority from DRAMATIQ_BROKER['OPTIONS'] (Dramatiq's actor priority, which "
+                "orders a worker's own messages, still works), or use classic queues.",
+            )
+        )
+    errors.extend(_mixed_queue_errors(types))
+    parameters = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    hosts = {(p.host, p.port) for p in parameters}
+    classic = sorted(name for name, value in types.items() if value == CLASSIC)
+    if len(hosts) > 1 and classic:
+        errors.append(
+            checks.Warning(
+                f"The RabbitMQ broker lists {len(hosts)} hosts (a cluster), but the queues of "
+                f"{', '.join(map(repr, classic))} are classic queues: a classic queue lives on one node, "
+                f"and while that node is down its messages cannot be read, nor new ones sent to it "
+                f"(a lost node loses them).",
+                hint=(
+                    "Set MESSENGER['TRANSPORTS'][name]['queue_type'] = 'quorum' (replicated on the cluster's "
+                    "nodes; an existing classic queue must be moved first: docs/transports.md)."
+                ),
+                obj="MESSENGER",
+                id="django_messenger.W011",
+            )
+        )
+    return errors
+
+
+def _queue_type_error(message: str, hint: str) -> checks.CheckMessage:
+    return checks.Error(message, hint=hint, obj="MESSENGER", id="django_messenger.E014")
+
+
+def _mixed_queue_errors(types: dict[str, str]) -> list[checks.CheckMessage]:
+    """E014: one queue that transports of different queue types send to (a handler's own queue_name)."""
+    errors: list[checks.CheckMessage] = []
+    queues = {binding.transport_queue(name) for name in types}
+    queues |= {
+        binding.queue_of(h) for h in locator.handlers if h.error is None and h.message_type is not None
+    }
+    for queue in sorted(queues):
+        claims = {name: types.get(name, CLASSIC) for name in binding.queue_transports(queue)}
+        if len(set(claims.values())) > 1:
+            which = ", ".join(f"{name!r} ({value})" for name, value in sorted(claims.items()))
+            errors.append(
+                _queue_type_error(
+                    f"The queue {queue!r} gets the messages of transports of different queue types: {which}; "
+                    f"it is declared as a quorum queue.",
+                    "Give these transports one queue_type, or the handlers that name this queue_name "
+                    "another queue.",
+                )
+            )
+    return errors
 
 
 def _url_views(patterns: list[Any]) -> Iterator[type]:
@@ -775,3 +869,32 @@ def check_sqs(
                 )
             )
     return found
+
+
+@checks.register("messenger")
+def check_management_url(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W014: a RABBITMQ_MANAGEMENT_URL that messenger_stats and the dashboard cannot use."""
+    url = messenger_settings.RABBITMQ_MANAGEMENT_URL
+    if url is None:
+        return []
+    problem = None
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        problem = "is not an http(s) URL with a host"
+    elif binding.broker is not None and not isinstance(binding.broker, RabbitmqBroker):
+        problem = "is set, but the broker is not RabbitMQ: it is not read"
+    if problem is None:
+        return []
+    return [
+        checks.Warning(
+            f"MESSENGER['RABBITMQ_MANAGEMENT_URL'] {problem}.",
+            hint=(
+                "Set it to the RabbitMQ management API's base URL (http://127.0.0.1:15672 when the "
+                "rabbitmq_management plugin is on), or remove it: queue counts are then read over AMQP."
+            ),
+            obj="MESSENGER",
+            id="django_messenger.W014",
+        )
+    ]

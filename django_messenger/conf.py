@@ -58,6 +58,15 @@ def _positive(value: Any) -> float:
     return number
 
 
+def _optional_url(value: Any) -> str | None:
+    """None, or a non-empty string."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"None or a URL, not {value!r}")
+    return value
+
+
 def _idempotency(value: Any) -> str:
     """``"optional"``, ``"required"``, or ``""`` (off) from False/None; True means ``"optional"``."""
     if value is None or value is False:
@@ -112,6 +121,9 @@ class MessengerSettings:
     #: Seconds of the longest single delay handed to the broker: a longer delay travels in hops
     #: (django_messenger.delays), under RabbitMQ's consumer_timeout (30 min) and SQS's 15 min.
     DELAY_HOP: float = _setting(600.0, float)
+    #: The RabbitMQ management API (``http://127.0.0.1:15672``) messenger_stats and the admin dashboard
+    #: read in-flight counts from; None reads ready counts over AMQP only (docs/operations.md).
+    RABBITMQ_MANAGEMENT_URL: str | None = _setting(None, _optional_url)
     #: Every messenger write is tracked: its 202 carries a ``Location`` of its status resource.
     STATUS: bool = _setting(False, _bool)
     #: Seconds a status record (and a status ``Location``) lives; ``messenger_prune`` deletes older ones.
@@ -152,6 +164,13 @@ class MessengerSettings:
     def queue_name(self, transport: str) -> str:
         """The Dramatiq queue of handlers routed to ``transport`` that name none."""
         return str(self.TRANSPORTS.get(transport, {}).get("queue_name", "default"))
+
+    def queue_type(self, transport: str) -> Any:
+        """The ``queue_type`` of ``transport``'s queues: ``"classic"`` (the default) or ``"quorum"``.
+
+        Returned as given; system check E014 names any other value.
+        """
+        return self.TRANSPORTS.get(transport, {}).get("queue_type", "classic")
 
 
 #: Every key's default, read-only.

@@ -72,6 +72,20 @@ class FailedMessage(models.Model):
         return f"{self.message_id or self.broker_message_id} {self.handler}"
 
 
+class FailureDashboard(FailedMessage):
+    """The admin dashboard's entry in the admin index: a proxy of the failure store.
+
+    No table and no permissions of its own: the dashboard (``admin.FailureDashboardAdmin``) is
+    shown to staff who may view failed messages.
+    """
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboard"
+
+
 class MessageStatus(models.Model):
     """The outcome of a tracked message, written by the workers (docs/async-http.md).
 

@@ -461,14 +461,14 @@ def test_w008_a_key_or_transport_option_messenger_does_not_read(settings: Any) -
     settings.MESSENGER = {
         **settings.MESSENGER,
         "PUBLISH_TIMOUT": 2,
-        "TRANSPORTS": {"async": {"queue_name": "q", "queue_type": "quorum"}},
+        "TRANSPORTS": {"async": {"queue_name": "q", "queue_type": "quorum", "queue_kind": "quorum"}},
     }
 
-    # Then each is a W008 naming it; the known keys are not
+    # Then each is a W008 naming it; the known keys (queue_name, queue_type) are not
     warnings = check_unknown_settings()
     assert ids(warnings) == ["django_messenger.W008", "django_messenger.W008"]
     assert "MESSENGER['PUBLISH_TIMOUT']" in warnings[0].msg
-    assert "['queue_type']" in warnings[1].msg
+    assert "['queue_kind']" in warnings[1].msg
 
 
 def test_w008_is_silent_for_the_known_settings(settings: Any) -> None:

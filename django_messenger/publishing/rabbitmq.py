@@ -38,10 +38,17 @@ The whole call has one deadline, ``time.monotonic() + timeout``, shared by its s
   way to put a deadline on a blocking call, and ``tests/test_publishing.py`` checks that
   they are still there.
 
-* A **nack** or an **unroutable** message (returned by ``mandatory=True``) comes back as
-  pika's ``NackError`` / ``UnroutableError`` once the confirm arrives; they fail the call
-  at once. The connection stays (it is healthy); an unroutable queue is marked to be
-  declared again on the next send, as Dramatiq does.
+* An **unroutable** message (returned by ``mandatory=True``) comes back as pika's
+  ``UnroutableError`` once the confirm arrives; it fails the call at once. The connection
+  stays (it is healthy); the queue is marked to be declared again on the next send, as
+  Dramatiq does.
+
+* A **nack** (pika's ``NackError``) discards the connection and the message is published once
+  more on a fresh one, within the same deadline; a second nack fails the call. A queue that
+  rejects publishes (full, ``x-overflow: reject-publish``) nacks both. A channel that
+  published to a quorum queue while its leader was moving (a RabbitMQ node stopped) may go on
+  nacking every publish to it, on RabbitMQ 3.10, while a new channel is served: the fresh
+  connection is what ends it (tests/integration/test_cluster.py).
 
 * Any other error **discards** the thread's connection: it is closed (gracefully when it is
   still open, bounded by the same timer mechanism and by the time left, at most one
@@ -82,10 +89,11 @@ import pika
 import pika.connection
 import pika.exceptions
 from dramatiq import Message
-from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import current_millis, dq_name, xq_name
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
+from ..brokers.rabbitmq import dead_letter_arguments, explain_refusal, queue_arguments, queue_type
 from ..exceptions import BrokerUnavailable
 
 __all__ = ["ConfirmingPublisher", "bounded_parameters", "clear_publishers", "get_publisher"]
@@ -282,9 +290,16 @@ class ConfirmingPublisher:
                     "nothing was sent. The queue will be declared again on the next send."
                 ) from exc
             except pika.exceptions.NackError as exc:
+                if session is not None:
+                    self._discard(session, deadline)
+                if not retried and time.monotonic() < deadline:
+                    logger.debug("RabbitMQ nacked a message on queue %r: publishing it again.", queue_name)
+                    retried = True
+                    continue
                 raise BrokerUnavailable(
                     f"RabbitMQ refused the message for queue {queue_name!r} (basic.nack), for instance "
-                    "because the queue is full and rejects publishes; nothing was sent."
+                    "because the queue is full and rejects publishes (twice, the second time on a new "
+                    "connection); nothing was sent."
                 ) from exc
             except _IO_ERRORS as exc:
                 if session is not None:
@@ -300,7 +315,7 @@ class ConfirmingPublisher:
                     logger.debug("Reconnecting to RabbitMQ after %r on a reused connection.", exc)
                     retried = True
                     continue
-                raise BrokerUnavailable(self._explain(exc, session)) from exc
+                raise BrokerUnavailable(self._explain(exc, session, canonical_queue_name)) from exc
             except BaseException:
                 # Not the broker's fault (or an interrupt): the connection's state is unknown.
                 if session is not None:
@@ -360,13 +375,16 @@ class ConfirmingPublisher:
         pending = self.broker.queues_pending
         if canonical_queue_name not in pending:
             return
-        # Dramatiq's own arguments, so that these declarations match its workers' exactly.
-        arguments = self.broker._build_queue_arguments(canonical_queue_name)
+        # Dramatiq's own arguments (with the queue type of brokers/rabbitmq.py), so that these
+        # declarations match its workers' exactly.
+        arguments = queue_arguments(self.broker, canonical_queue_name)
         channel = session.channel
         channel.queue_declare(queue=canonical_queue_name, durable=True, arguments=arguments)
         channel.queue_declare(queue=dq_name(canonical_queue_name), durable=True, arguments=arguments)
         channel.queue_declare(
-            queue=xq_name(canonical_queue_name), durable=True, arguments={"x-message-ttl": DEAD_MESSAGE_TTL}
+            queue=xq_name(canonical_queue_name),
+            durable=True,
+            arguments=dead_letter_arguments(self.broker, canonical_queue_name),
         )
         pending.discard(canonical_queue_name)
 
@@ -394,8 +412,12 @@ class ConfirmingPublisher:
         except Exception as exc:
             logger.debug("Closing a discarded RabbitMQ connection failed: %r", exc)
 
-    def _explain(self, exc: BaseException, session: _Session | None) -> str:
+    def _explain(self, exc: BaseException, session: _Session | None, queue_name: str) -> str:
         """A sentence for BrokerUnavailable: what happened and what to do."""
+        refused = explain_refusal(exc, queue_name, queue_type(self.broker, queue_name))
+        if refused is not None:
+            logger.error("%s", refused)  # an operator's error: said once per send, whatever logs the 503
+            return refused
         if isinstance(exc, _ConnectFailed):
             hosts = ", ".join(f"{p.host}:{p.port}" for p in self.parameters)
             return (

@@ -68,19 +68,32 @@ elif BROKER == "sqs":
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }
 else:
+    _AMQP_QUERY = "?heartbeat=30&blocked_connection_timeout=" + os.environ.get(
+        "MESSENGER_BLOCKED_CONNECTION_TIMEOUT", "10"
+    )
     DRAMATIQ_BROKER = {
         "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
         "OPTIONS": {
-            "url": os.environ.get("MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-            + "?heartbeat=30&blocked_connection_timeout="
-            + os.environ.get("MESSENGER_BLOCKED_CONNECTION_TIMEOUT", "10"),
+            # Several URLs, separated by ";" (a cluster's nodes, tried in order), as Dramatiq takes them
+            "url": ";".join(
+                url + _AMQP_QUERY
+                for url in os.environ.get(
+                    "MESSENGER_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"
+                ).split(";")
+            ),
             "confirm_delivery": True,
         },
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }
 MESSENGER = {
     "DEFAULT_TRANSPORT": "async",
-    "TRANSPORTS": {"async": {"queue_name": os.environ["MESSENGER_QUEUE"]}},
+    "TRANSPORTS": {
+        "async": {
+            "queue_name": os.environ["MESSENGER_QUEUE"],
+            # "quorum" on the RabbitMQ cluster of tests/integration/test_cluster.py
+            "queue_type": os.environ.get("MESSENGER_QUEUE_TYPE", "classic"),
+        }
+    },
     "PUBLISH_TIMEOUT": float(os.environ.get("MESSENGER_PUBLISH_TIMEOUT", "5")),
     "DELAY_HOP": float(os.environ.get("MESSENGER_DELAY_HOP", "600")),
 }

@@ -22,8 +22,11 @@ import threading
 from typing import Any
 
 import dramatiq
+from django.core.exceptions import ImproperlyConfigured
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import CurrentMessage
 
+from ...brokers.rabbitmq import CLASSIC, QUEUE_TYPES, QUORUM, use_queue_types
 from ...conf import SYNC_TRANSPORT, messenger_settings
 from ...dramatiq_encoder import needs_measuring
 from ...encoding import decode_envelope
@@ -62,6 +65,8 @@ class Binding:
         """Declare every handler, and a fan-out actor per transport queue, on ``broker`` (from ready())."""
         with self._lock:
             self._broker = broker
+            if isinstance(broker, RabbitmqBroker):
+                use_queue_types(broker, self.queue_type)  # quorum queues where a transport asks
             for handler in list(locator.handlers):
                 self.declare(handler)
             self.declare_fanout_actors()
@@ -69,18 +74,60 @@ class Binding:
     # -- queues -------------------------------------------------------------------
 
     @staticmethod
-    def transport_queue(transport: str) -> str:
-        """The queue of Dramatiq transport ``transport``; ``sync`` and unknown names get the async one's."""
+    def dramatiq_transport(transport: str) -> str:
+        """``transport`` when it sends to Dramatiq; ``async`` for ``sync`` and unknown names."""
         if transport == SYNC_TRANSPORT or transport not in messenger_settings.TRANSPORTS:
-            transport = FALLBACK_TRANSPORT
-        return messenger_settings.queue_name(transport)
+            return FALLBACK_TRANSPORT
+        return transport
+
+    @classmethod
+    def transport_queue(cls, transport: str) -> str:
+        """The queue of Dramatiq transport ``transport``; ``sync`` and unknown names get the async one's."""
+        return messenger_settings.queue_name(cls.dramatiq_transport(transport))
+
+    def transport_of(self, handler: Handler) -> str:
+        """The Dramatiq transport of ``handler``'s actor: its type's routed one (``async`` for ``sync``)."""
+        assert handler.message_type is not None
+        return self.dramatiq_transport(transport_name_for(message_types.name_of(handler.message_type)))
 
     def queue_of(self, handler: Handler) -> str:
         """The queue of ``handler``'s actor: its own ``queue_name``, else its routed transport's."""
         if handler.queue_name is not None:
             return handler.queue_name
-        assert handler.message_type is not None
-        return self.transport_queue(transport_name_for(message_types.name_of(handler.message_type)))
+        return messenger_settings.queue_name(self.transport_of(handler))
+
+    def queue_transports(self, queue_name: str) -> set[str]:
+        """The Dramatiq transports whose messages go to ``queue_name``: those whose queue it is,
+        and those of the handlers whose own ``queue_name`` it is."""
+        transports = {
+            name
+            for name in messenger_settings.TRANSPORTS
+            if name != SYNC_TRANSPORT and messenger_settings.queue_name(name) == queue_name
+        }
+        for handler in list(locator.handlers):
+            if (
+                handler.error is None
+                and handler.message_type is not None
+                and self.queue_of(handler) == queue_name
+            ):
+                transports.add(self.transport_of(handler))
+        return transports
+
+    def queue_type(self, queue_name: str) -> str:
+        """The type of ``queue_name``'s queues: its transports' ``queue_type``; ``"classic"`` for a
+        queue no transport sends to. Quorum when the transports disagree (E014 names them).
+
+        Raises ImproperlyConfigured for a ``queue_type`` that is neither (E014): no queue is
+        declared with a type nobody asked for.
+        """
+        types = {name: messenger_settings.queue_type(name) for name in self.queue_transports(queue_name)}
+        for name, value in sorted(types.items()):
+            if value not in QUEUE_TYPES:
+                raise ImproperlyConfigured(
+                    f"MESSENGER['TRANSPORTS'][{name!r}]['queue_type'] is {value!r}: use one of "
+                    f"{', '.join(map(repr, QUEUE_TYPES))} (system check django_messenger.E014)."
+                )
+        return QUORUM if QUORUM in types.values() else CLASSIC
 
     # -- actors -------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq_postgres import init as init_schema
 
 from django_messenger.brokers.postgres import PostgresBroker
+from django_messenger.brokers.rabbitmq import QUORUM, use_queue_types
 from django_messenger.dramatiq_encoder import OPTIONS_ALLOWANCE, max_body_size
 from tests.moto import AWS_ENV, MotoServer
 
@@ -120,6 +121,24 @@ class Rabbitmq(ContractBroker):
     def cleanup(self) -> None:
         if self.queues:
             delete_queues(*self.queues)
+
+
+class RabbitmqQuorum(Rabbitmq):
+    """RabbitMQ with ``queue_type = "quorum"``: the queues, delay and dead-letter queues are quorum
+    queues (on the machine's single node; tests/integration/test_cluster.py runs a cluster)."""
+
+    name = "rabbitmq-quorum"
+
+    def env(self, *, port: int | None = None) -> dict[str, str]:
+        # tests/integration/settings.py: any broker name but "redis" is RabbitMQ
+        return {**super().env(port=port), "MESSENGER_QUEUE_TYPE": "quorum"}
+
+    def client(self) -> Broker:
+        # The test process enqueues as a web process does: declaring quorum queues, or the worker
+        # would find classic ones (and refuse them, PRECONDITION_FAILED).
+        broker = RabbitmqBroker(url=AMQP_URL, confirm_delivery=True, middleware=[])
+        use_queue_types(broker, lambda queue: QUORUM)
+        return broker
 
 
 #: How long a Redis worker may go without a heartbeat before its messages are requeued (ms):
@@ -348,6 +367,7 @@ class Postgres(ContractBroker):
 
 BROKERS: dict[str, type[ContractBroker]] = {
     "rabbitmq": Rabbitmq,
+    "rabbitmq-quorum": RabbitmqQuorum,
     "redis": Redis,
     "sqs": Sqs,
     "postgres": Postgres,

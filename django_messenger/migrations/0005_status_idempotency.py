@@ -7,7 +7,7 @@ import django_messenger.models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_messenger", "0003_failure_once_and_due_at"),
+        ("django_messenger", "0004_failure_dashboard"),
     ]
 
     operations = [
