@@ -53,6 +53,7 @@ from benchmarks._common import (
     stop_all,
     verdict,
     wait_for,
+    write_summary,
 )
 from benchmarks.brokers import BROKERS, DEFAULT
 
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 s, 1 round, sync workers, no warm-up"
     )
+    parser.add_argument("--summary", metavar="FILE", help="also write the target ratios to FILE as JSON")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds, args.worker_classes = 1, 1, "sync"
@@ -261,12 +263,23 @@ def main() -> None:
         ],
     }
     rows = []
+    summary = []
     for worker_class in classes:
         for num, den, target, label in targets.get(worker_class, []):
             found = ratio(worker_class, num, den)
             if found is None:
                 continue
             value, band = found
+            if target:
+                summary.append(
+                    {
+                        "name": f"HTTP {worker_class}: ({num})/({den}) {label}",
+                        "value": value,
+                        "band": band,
+                        "target": f">= {target}x",
+                        "verdict": verdict(value, target),
+                    }
+                )
             rows.append(
                 [
                     worker_class,
@@ -287,6 +300,7 @@ def main() -> None:
         notes.append("Some runs had errors (non-2xx answers or socket errors): see the errors column.")
     for note in notes:
         print(f"\nNote: {note}")
+    write_summary(args.summary, summary)
 
 
 if __name__ == "__main__":

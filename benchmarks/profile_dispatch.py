@@ -2,9 +2,12 @@
 
 Calls Django's WSGI handler of the benchmark project directly (the same views as
 ``http_dispatch``) in interleaved rounds and prints the median µs per request, so the cost of
-each layer is the difference between two rows. ``--profile VARIANT`` then runs that variant
-under pyinstrument (``pip install -e '.[bench]'``) and prints the call tree. Needs RabbitMQ
-for the variants that send. ``BENCH_CONFIRM=0`` runs with confirms off (broker and messenger).
+each layer is the difference between two rows. It also prints the process's CPU time per
+request (``time.process_time``): on a loaded machine the wall time mostly measures the wait for
+RabbitMQ's confirm, while the CPU time is what a gunicorn worker pays for each request.
+``--profile VARIANT`` then runs that variant under pyinstrument (``pip install -e '.[bench]'``)
+and prints the call tree. Needs RabbitMQ for the variants that send. ``BENCH_CONFIRM=0`` runs
+with confirms off (broker and messenger).
 
     python -m benchmarks.profile_dispatch
     python -m benchmarks.profile_dispatch --profile messenger
@@ -21,6 +24,7 @@ from collections import defaultdict
 from typing import Any
 
 from benchmarks._common import (
+    call_rows,
     delete_queues,
     median,
     new_prefix,
@@ -63,6 +67,11 @@ def main() -> None:
     parser.add_argument(
         "--profile", metavar="VARIANT", help="run VARIANT under pyinstrument and print the tree"
     )
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="also count the Python function calls per request (cProfile): a measure load does not change",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 requests, 1 round")
     args = parser.parse_args()
     if args.quick:
@@ -86,6 +95,7 @@ def main() -> None:
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     results: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
     try:
         for variant in variants:
             for _ in range(100):
@@ -94,21 +104,46 @@ def main() -> None:
             shift = round_index % len(variants)
             for variant in variants[shift:] + variants[:shift]:
                 path = PATHS[variant]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(args.requests):
                     call(path)
                 results[variant].append((time.perf_counter() - t0) / args.requests * 1e6)
+                cpu[variant].append((time.process_time() - c0) / args.requests * 1e6)
         rows = []
-        base = median(results[variants[0]])
+        base, cpu_base = median(results[variants[0]]), median(cpu[variants[0]])
         for variant in variants:
-            value = median(results[variant])
-            rows.append([variant, f"{value:.0f}", spread(results[variant]), f"{value - base:+.0f}"])
+            value, cpu_value = median(results[variant]), median(cpu[variant])
+            rows.append(
+                [
+                    variant,
+                    f"{value:.0f}",
+                    spread(results[variant]),
+                    f"{value - base:+.0f}",
+                    f"{cpu_value:.0f}",
+                    spread(cpu[variant]),
+                    f"{cpu_value - cpu_base:+.0f}",
+                ]
+            )
         confirm = "on" if settings.CONFIRM else "off"
         print_table(
             f"In-process POST, µs per request (confirms {confirm}, median of {args.rounds})",
-            ["variant", "µs/request", "min–max", f"vs {variants[0]}"],
+            [
+                "variant",
+                "wall µs",
+                "wall min–max",
+                f"vs {variants[0]}",
+                "CPU µs",
+                "CPU min–max",
+                f"CPU vs {variants[0]}",
+            ],
             rows,
         )
+        if args.calls:
+            print_table(
+                "Python function calls per request (cProfile's count)",
+                ["variant", "calls/request", f"vs {variants[0]}"],
+                call_rows(variants, lambda variant: call(PATHS[variant]), min(args.requests, 300)),
+            )
         if args.profile:
             from pyinstrument import Profiler
 

@@ -53,6 +53,7 @@ from benchmarks._common import (
     stop_all,
     verdict,
     wait_for,
+    write_summary,
 )
 from benchmarks.brokers import BROKERS, DEFAULT, BenchBroker
 
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--variants", default="messenger,dramatiq,django-dramatiq,celery")
     parser.add_argument("--broker", choices=list(BROKERS), default=DEFAULT, help="default: %(default)s")
     parser.add_argument("--quick", action="store_true", help="smoke run: 500 messages, 1 round, 1 x 4")
+    parser.add_argument("--summary", metavar="FILE", help="also write the target ratios to FILE as JSON")
     args = parser.parse_args()
     if args.quick:
         args.messages, args.rounds, args.processes, args.threads = 500, 1, 1, 4
@@ -284,6 +286,7 @@ def main() -> None:
         return [median(d.worker_rss) for d in results.get(variant, []) if d.worker_rss]
 
     rows = []
+    summary = []
     for num, den, target, label, values in [
         ("messenger", "dramatiq", 0.9, "msg/s, messenger / plain dramatiq", rates),
         ("messenger", "django-dramatiq", None, "msg/s, messenger / django-dramatiq", rates),
@@ -302,6 +305,16 @@ def main() -> None:
             continue
         value, band = ratio_band(n, d)
         lower = values is rss_per_round
+        if target:
+            summary.append(
+                {
+                    "name": f"worker: {label}",
+                    "value": value,
+                    "band": band,
+                    "target": f"{'<=' if lower else '>='} {target}x",
+                    "verdict": verdict(value, target, lower_is_better=lower),
+                }
+            )
         rows.append(
             [
                 label,
@@ -318,6 +331,7 @@ def main() -> None:
     )
     for note in notes:
         print(f"\nNote: {note}")
+    write_summary(args.summary, summary)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.utils.module_loading import autodiscover_modules
 
 
@@ -39,3 +39,7 @@ class MessengerConfig(AppConfig):
             broker.add_middleware(DelayHopMiddleware())  # last: every other middleware saw the message
         binding.bind(broker)
         autodiscover_modules("handlers")
+        if apps.is_installed("drf_spectacular"):
+            # drf-spectacular's extensions register themselves on import: messenger views are
+            # then documented as they behave (docs/openapi.md), with no code from the user.
+            from . import openapi  # noqa: F401

@@ -74,6 +74,17 @@ class BoundedJSONEncoder(JSONEncoder):
         return decoded
 
 
+def body_bounds_envelope(encoder: Any) -> bool:
+    """Whether a body that ``encoder`` (a Dramatiq encoder) writes is at least as long as the
+    envelope inside it measures (``limits.envelope_size``).
+
+    True for Dramatiq's ``JSONEncoder`` and its subclasses that keep its ``encode`` (such as
+    :class:`BoundedJSONEncoder`): compact, ASCII-escaped JSON, the envelope written inside the
+    message the same way. Then a body of at most ``MAX_MESSAGE_SIZE`` bytes needs no measuring.
+    """
+    return isinstance(encoder, JSONEncoder) and type(encoder).encode is JSONEncoder.encode
+
+
 def needs_measuring(message: Any) -> bool:
     """Whether the envelope of ``message`` (a Dramatiq message being processed, or None) must be
     measured against ``MAX_MESSAGE_SIZE``: unless :class:`BoundedJSONEncoder` read its body and

@@ -347,21 +347,46 @@ def encode_envelope(envelope: Envelope, *, types: MessageTypes = message_types) 
     }
 
 
-def decode_envelope(payload: Any, *, types: MessageTypes = message_types) -> Envelope:
-    """The envelope in ``payload``; raises MessageDecodingFailed for anything malformed."""
+def decode_envelope(
+    payload: Any, *, types: MessageTypes = message_types, stamps: tuple[Stamp, ...] = ()
+) -> Envelope:
+    """The envelope in ``payload``; raises MessageDecodingFailed for anything malformed.
+
+    ``stamps`` are added after the decoded ones (a worker's ``ReceivedStamp``), in the same
+    envelope rather than in a copy.
+    """
     try:
-        if type(payload) is not dict:
-            raise MessageDecodingFailed("An envelope must be a JSON object.")
-        if payload.get("v") != WIRE_VERSION:
-            raise MessageDecodingFailed(f"Unsupported wire format version {payload.get('v')!r}.")
-        cls = types.resolve(payload["type"])
-        message = decode_body(cls, payload["body"])
-        stamps = [_decode_stamp(item) for item in payload.get("stamps", ())]
-        return Envelope(message, stamps, message_id=uuid.UUID(payload["id"]))
+        message, decoded = _decode_contents(payload, types)
+        return Envelope(message, (*decoded, *stamps), message_id=uuid.UUID(payload["id"]))
     except MessageDecodingFailed:
         raise
     except Exception as exc:  # anything read from the wire may be wrong in any way
         raise MessageDecodingFailed(f"Malformed envelope: {type(exc).__name__}: {exc}") from exc
+
+
+def check_envelope(payload: Any, *, types: MessageTypes = message_types) -> None:
+    """Raise MessageDecodingFailed where :func:`decode_envelope` would, for the message and its stamps.
+
+    The web side's dry run of what it is about to publish: it decodes the message and the stamps
+    as a worker will, but builds no envelope and does not parse the id, which
+    :func:`encode_envelope` wrote from a UUID.
+    """
+    try:
+        _decode_contents(payload, types)
+    except MessageDecodingFailed:
+        raise
+    except Exception as exc:  # the same wording as a worker's
+        raise MessageDecodingFailed(f"Malformed envelope: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode_contents(payload: Any, types: MessageTypes) -> tuple[Any, list[Stamp]]:
+    if type(payload) is not dict:
+        raise MessageDecodingFailed("An envelope must be a JSON object.")
+    if payload.get("v") != WIRE_VERSION:
+        raise MessageDecodingFailed(f"Unsupported wire format version {payload.get('v')!r}.")
+    cls = types.resolve(payload["type"])
+    message = decode_body(cls, payload["body"])
+    return message, [_decode_stamp(item) for item in payload.get("stamps", ())]
 
 
 def _decode_stamp(item: Any) -> Stamp:

@@ -141,8 +141,14 @@ def _replaced_text(data: QueryDict) -> bool:
     )
 
 
+#: JSON values with nothing to refuse: a flat object of these needs no walk (most write bodies).
+_FLAT = frozenset({str, int, bool, type(None)})
+
+
 def _refusal(data: Any) -> str | None:
     """Why parsed data cannot be dispatched (too deep, NaN or an infinity), walked without recursion."""
+    if type(data) is dict and all(type(value) in _FLAT for value in data.values()):
+        return None
     stack = [(data, 0)]
     while stack:
         item, depth = stack.pop()

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "tests.testapp",
     "testproject.accounts",
     "testproject.library",
+    "drf_spectacular",  # the [openapi] extra, in the test extra: messenger's extension loads (openapi.py)
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -69,4 +70,5 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }

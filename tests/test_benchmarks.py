@@ -82,9 +82,9 @@ def test_worker_profile_prints_its_table() -> None:
     # When the in-process worker profile runs its smoke mode
     out = run_script("profile_worker")
 
-    # Then it printed the cost of both paths
+    # Then it printed the cost of the three paths
     assert "### In-process worker path" in out
-    assert "| messenger" in out and "| dramatiq" in out
+    assert "| messenger" in out and "| dramatiq" in out and "| plain" in out
 
 
 @pytest.mark.integration
@@ -99,6 +99,20 @@ def test_http_dispatch_benchmark_prints_its_tables(rabbitmq: None) -> None:
     for row in ("| (a) bare", "| (b) dramatiq", "| (c) dramatiq", "| (d) messenger", "| (e) messenger"):
         assert row in out
     assert "### Ratios" in out and ">= 0.95x" in out
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
+def test_targets_print_both_of_issue_8s_ratios_in_one_table(rabbitmq: None) -> None:
+    # Given RabbitMQ and wrk
+    # When the targets script runs both benchmarks' smoke modes
+    out = run_script("targets", timeout=600)
+
+    # Then it printed both scripts' tables, and one table with both targets
+    assert "### Worker drain" in out and "### HTTP dispatch, gunicorn sync" in out
+    summary = out.split("### Issue 8's speed targets")[1]
+    assert "worker: msg/s, messenger / plain dramatiq" in summary and ">= 0.9x" in summary
+    assert "HTTP sync: (d)/(b) messenger confirmed / dramatiq confirmed" in summary and ">= 0.95x" in summary
 
 
 @pytest.mark.integration

@@ -11,12 +11,18 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq import Message
-from dramatiq.encoder import JSONEncoder
+from dramatiq.encoder import JSONEncoder, PickleEncoder
 from dramatiq.errors import DecodeError
 
 from django_messenger import Envelope
 from django_messenger.checks import check_encoder
-from django_messenger.dramatiq_encoder import BODY_SIZE, BoundedJSONEncoder, max_body_size, needs_measuring
+from django_messenger.dramatiq_encoder import (
+    BODY_SIZE,
+    BoundedJSONEncoder,
+    body_bounds_envelope,
+    max_body_size,
+    needs_measuring,
+)
 from django_messenger.encoding import encode_envelope
 from django_messenger.limits import envelope_size
 from django_messenger.locator import locator
@@ -155,3 +161,24 @@ def test_a_worker_still_refuses_an_envelope_over_the_limit(small_limit: Any, bro
 
     # Then it is poison: dead-lettered, never handled
     assert len(broker.dead_letters) == 1
+
+
+class _SpacedJSONEncoder(JSONEncoder):
+    """A JSON encoder with an encode of its own (spaces after separators)."""
+
+    def encode(self, data: Any) -> bytes:
+        return json.dumps(data).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("encoder", "bounds"),
+    [
+        (JSONEncoder(), True),
+        (BoundedJSONEncoder(), True),
+        (_SpacedJSONEncoder(), False),
+        (PickleEncoder(), False),
+    ],
+    ids=["dramatiq-json", "bounded-json", "own-encode", "pickle"],
+)
+def test_only_dramatiqs_json_encoding_bounds_the_envelope_by_the_body(encoder: Any, bounds: bool) -> None:
+    assert body_bounds_envelope(encoder) is bounds

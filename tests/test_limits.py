@@ -94,3 +94,58 @@ def test_any_drf_view_that_dispatches_answers_413(api_client, broker, settings):
     assert response.status_code == 413
     assert response.json()["detail"]
     assert queued(broker) == []
+
+
+@pytest.fixture
+def size_checks(monkeypatch: Any) -> list[Any]:
+    """The payloads the Dramatiq transport measures by encoding them (limits.check_envelope_size)."""
+    from django_messenger.transports.dramatiq import transport
+
+    measured: list[Any] = []
+
+    def measure(payload: Any) -> None:
+        measured.append(payload)
+        check_envelope_size(payload)
+
+    monkeypatch.setattr(transport, "check_envelope_size", measure)
+    return measured
+
+
+@pytest.fixture
+def pickle_encoder() -> Any:
+    """Dramatiq's PickleEncoder for the test: its bodies do not show how large an envelope measures."""
+    import dramatiq
+    from dramatiq.encoder import PickleEncoder
+
+    before = dramatiq.get_encoder()
+    dramatiq.set_encoder(PickleEncoder())
+    yield
+    dramatiq.set_encoder(before)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_envelope_whose_body_is_within_the_limit_is_not_encoded_again_to_be_measured(broker, size_checks):
+    # Given Dramatiq's JSON encoder: a body within the limit holds an envelope within it
+    # When a small message is dispatched
+    bus.dispatch(Ping("small"))
+    # Then it is sent without a second encoding of its envelope
+    assert size_checks == []
+    assert len(queued(broker)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_an_encoder_that_is_not_json_every_envelope_is_measured(
+    broker, settings, size_checks, pickle_encoder
+):
+    # Given a Dramatiq encoder whose bodies are not the JSON a worker measures: pickle writes
+    # 500 euro signs in about 1,800 bytes, the JSON a worker measures in about 3,100
+    settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 2500}
+    # When a small message is dispatched, Then it is measured (its body is within the limit), and sent
+    bus.dispatch(Ping("small"))
+    assert len(size_checks) == 1
+    assert len(queued(broker)) == 1
+    broker.flush_all()
+    # And one that is too large as a worker measures it is refused, though its body is within the limit
+    with pytest.raises(MessageTooLarge):
+        bus.dispatch(Ping(EURO * 500))
+    assert queued(broker) == []

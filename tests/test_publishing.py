@@ -98,6 +98,45 @@ def test_a_failing_enqueue_is_broker_unavailable_chained_to_its_cause() -> None:
     assert "Retry" in detail
 
 
+class _Refusal(Exception):
+    """What a publish's check raises in these tests."""
+
+
+def test_a_check_sees_the_body_and_its_refusal_fails_the_publish_unchanged() -> None:
+    # Given a broker, and a check that records the body it is shown and refuses a second one
+    broker = StubBroker(middleware=[])
+    broker.declare_queue("unit")
+    seen: list[bytes] = []
+
+    def check(body: bytes) -> None:
+        seen.append(body)
+        if len(seen) > 1:
+            raise _Refusal("no")
+
+    # When a message is published with the check, Then the check saw the body that was queued
+    sent = publish(broker, a_message("unit"), check=check)
+    assert list(broker.queues["unit"].queue) == seen == [sent.encode()]
+    # When the check refuses the next one, Then its own error fails the publish (not
+    # BrokerUnavailable), chained as it was raised, and nothing more was queued
+    with pytest.raises(_Refusal) as raised:
+        publish(broker, a_message("unit"), check=check)
+    assert not isinstance(raised.value, BrokerUnavailable)
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
+    assert len(broker.queues["unit"].queue) == 1
+
+
+def test_a_check_runs_before_rabbitmq_is_contacted() -> None:
+    # Given a RabbitMQ broker on a port where nothing listens
+    publisher = ConfirmingPublisher(a_broker_on_a_closed_port(), TIMEOUT)
+
+    def refuse(body: bytes) -> None:
+        raise _Refusal(len(body))
+
+    # When a message is published with a check that refuses it, Then the refusal comes first
+    with pytest.raises(_Refusal):
+        publisher.publish(a_message(), check=refuse)
+
+
 def test_publish_bounds_a_rabbitmq_send_by_publish_timeout(settings: Any) -> None:
     # Given a RabbitMQ broker on a port where nothing listens, and a short PUBLISH_TIMEOUT
     settings.MESSENGER = {**settings.MESSENGER, "PUBLISH_TIMEOUT": TIMEOUT}

@@ -25,6 +25,8 @@ they know (the message id).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from dramatiq import Message
@@ -37,22 +39,40 @@ from .rabbitmq import ConfirmingPublisher, bounded_parameters, clear_publishers,
 __all__ = ["ConfirmingPublisher", "bounded_parameters", "clear_publishers", "get_publisher", "publish"]
 
 
-def publish(broker: Any, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+def publish(
+    broker: Any,
+    message: Message[Any],
+    *,
+    delay: int | None = None,
+    check: Callable[[bytes], None] | None = None,
+) -> Message[Any]:
     """Enqueue ``message`` on ``broker`` (``delay`` in ms); raise BrokerUnavailable unless it was accepted.
 
-    Returns the message that was sent (a copy, on the delay queue, when delayed). A broker
-    that measures messages itself (``brokers.sqs.SQSBroker``) may raise ``MessageTooLarge``:
-    it passes through, as nothing was sent.
+    ``check``, when given, is called with the encoded message (its body) before anything is
+    sent; what it raises fails the publish as it is (not as BrokerUnavailable), nothing sent.
+    On RabbitMQ that is the very body that is published, encoded once, after the broker's
+    ``before_enqueue`` hooks; on another broker, whose ``enqueue`` encodes the message itself,
+    an encoding made for the check. Returns the message that was sent (a copy, on the delay
+    queue, when delayed). A broker that measures messages itself (``brokers.sqs.SQSBroker``)
+    may raise ``MessageTooLarge``: it passes through, as nothing was sent.
     """
+    refused: BaseException
     try:
+        guarded = None if check is None else partial(_run_check, check)
         if isinstance(broker, RabbitmqBroker):
-            return get_publisher(broker, messenger_settings.PUBLISH_TIMEOUT).publish(message, delay=delay)
+            publisher = get_publisher(broker, messenger_settings.PUBLISH_TIMEOUT)
+            return publisher.publish(message, delay=delay, check=guarded)
+        if guarded is not None:
+            guarded(message.encode())
         sent: Message[Any] = broker.enqueue(message, delay=delay)
         return sent
     except (BrokerUnavailable, MessageTooLarge):  # a broker's own size limit is a 413, not a 503
         raise
+    except _CheckRefused as exc:
+        refused = exc.error
     except Exception as exc:
         raise BrokerUnavailable(f"The message broker did not accept the message: {describe(exc)}") from exc
+    raise refused  # outside the handler: its own traceback and cause, no added context
 
 
 def describe(exc: BaseException) -> str:
@@ -63,3 +83,18 @@ def describe(exc: BaseException) -> str:
     """
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _CheckRefused(Exception):
+    """Carries what a publish's ``check`` raised past the wrapping into BrokerUnavailable."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _run_check(check: Callable[[bytes], None], body: bytes) -> None:
+    try:
+        check(body)
+    except Exception as exc:
+        raise _CheckRefused(exc) from None

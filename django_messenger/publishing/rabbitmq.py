@@ -26,17 +26,27 @@ The whole call has one deadline, ``time.monotonic() + timeout``, shared by its s
 * **Everything after** (opening the channel, ``confirm.select``, declaring the queues,
   publishing and waiting for the confirm) runs pika's I/O loop, ``BlockingConnection``'s
   ``_flush_output``, which polls the socket *and processes the I/O loop's timers* until
-  the awaited reply or a connection close arrives. Before these steps a timer is armed on
-  that same I/O loop for the time left; when it fires it tears the connection down with
-  ``_terminate_stream()``, which is exactly what pika's own heartbeat checker and
-  ``blocked_connection_timeout`` do. The pending ``basic_publish`` (or ``queue_declare``…)
-  then sees the connection closed and raises at once. The poll's own timeout is computed
-  from the nearest timer, so the wait ends when the deadline does, whatever the socket
-  does: silence (black hole), a reset, or a broker that stopped reading because a
-  resource alarm blocks publishers (``connection.blocked``). These are private pika
-  methods (``_impl``, ``_adapter_call_later``, ``_terminate_stream``); pika has no public
-  way to put a deadline on a blocking call, and ``tests/test_publishing.py`` checks that
-  they are still there.
+  the awaited reply or a connection close arrives. Each connection has one deadline timer
+  on that same I/O loop; when it fires after the current call's deadline it tears the
+  connection down with ``_terminate_stream()``, which is exactly what pika's own heartbeat
+  checker and ``blocked_connection_timeout`` do. The pending ``basic_publish`` (or
+  ``queue_declare``…) then sees the connection closed and raises at once. The poll's own
+  timeout is computed from the nearest timer, so the wait ends when the deadline does,
+  whatever the socket does: silence (black hole), a reset, or a broker that stopped
+  reading because a resource alarm blocks publishers (``connection.blocked``). These are
+  private pika methods (``_impl``, ``_adapter_call_later``, ``_terminate_stream``); pika
+  has no public way to put a deadline on a blocking call, and ``tests/test_publishing.py``
+  checks that they are still there.
+
+  The timer is not armed and removed around every call (that cost about 4 % of a
+  confirmed request, docs/performance.md): a call only writes its deadline on the
+  connection's session (:func:`_bound`). The timer stays armed between calls; it fires
+  only while pika polls, that is during a later call, and then compares the clock with
+  *that* call's deadline: not reached yet, it arms itself again for the time left; reached,
+  it ends the wait. A call whose deadline comes before the armed timer (closing a
+  connection has a shorter budget) moves the timer earlier. A connection therefore arms
+  its timer about once per ``timeout`` seconds under load, and never waits past a call's
+  deadline.
 
 * An **unroutable** message (returned by ``mandatory=True``) comes back as pika's
   ``UnroutableError`` once the confirm arrives; it fails the call at once. The connection
@@ -74,13 +84,13 @@ of this one on gunicorn ``gthread`` and was removed (docs/performance.md, CHANGE
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -124,6 +134,12 @@ class _Session:
     channel: Any = None
     #: RabbitMQ sent ``connection.blocked`` (a resource alarm) and not yet ``unblocked``.
     blocked: bool = False
+    #: When the current blocking call must end (``time.monotonic()``), and why, for the timer.
+    deadline: float = 0.0
+    reason: str = ""
+    #: The connection's deadline timer on pika's I/O loop (None when not armed), and when it fires.
+    timer: Any = None
+    timer_at: float = 0.0
 
     @property
     def usable(self) -> bool:
@@ -155,29 +171,60 @@ def _at_most(value: float | None, bound: float) -> float:
     return bound if value is None else min(float(value), bound)
 
 
-def _expire(connection: pika.BlockingConnection, reason: str) -> None:
-    """Timer callback: end the blocking wait by tearing the connection down."""
-    impl = connection._impl
-    if impl is not None and not impl.is_closed:
-        impl._terminate_stream(DeadlineExceeded(reason))
+def _bound(session: _Session, deadline: float, reason: str) -> None:
+    """Bound the blocking pika calls made on ``session`` from now on to ``deadline``.
 
-
-@contextmanager
-def _deadline(connection: pika.BlockingConnection, seconds: float, reason: str) -> Iterator[None]:
-    """Bound every blocking pika call made in the block to ``seconds``.
-
-    A timer on the connection's own I/O loop aborts the connection when it fires, so the
-    pending call raises :class:`DeadlineExceeded`. The timer is removed on exit.
+    Past it, the connection's deadline timer aborts the connection, so the pending call
+    raises :class:`DeadlineExceeded`. Arms the timer only when it is not armed or would
+    fire after ``deadline`` (see the module's documentation).
     """
-    impl = connection._impl
-    timer = impl._adapter_call_later(max(seconds, 0.0), partial(_expire, connection, reason))
+    session.deadline = deadline
+    session.reason = reason
+    if session.timer is None or session.timer_at > deadline:
+        _arm(session, deadline)
+
+
+def _arm(session: _Session, at: float) -> None:
+    impl = session.connection._impl
+    if session.timer is not None:
+        try:
+            impl._adapter_remove_timeout(session.timer)
+        except Exception:  # pragma: no cover - the I/O loop may be gone with the connection
+            logger.debug("Could not remove a publish deadline timer.", exc_info=True)
+    session.timer_at = at
+    session.timer = impl._adapter_call_later(max(at - time.monotonic(), 0.0), partial(_on_timer, session))
+
+
+def _on_timer(session: _Session) -> None:
+    """The deadline timer fired (pika polls only during a call): end the call, or wait on."""
+    session.timer = None
+    if time.monotonic() < session.deadline:
+        _arm(session, session.deadline)  # armed by an earlier call: this one has time left
+        return
+    impl = session.connection._impl
+    if impl is not None and not impl.is_closed:
+        impl._terminate_stream(DeadlineExceeded(session.reason))
+
+
+@contextlib.contextmanager
+def deadline(connection: pika.BlockingConnection, seconds: float, reason: str) -> Iterator[None]:
+    """Bound every blocking pika call made on ``connection`` in the block to ``seconds``.
+
+    For a connection of its own (``messenger_stats``): the publisher's deadline timer, armed
+    once for the block and removed on exit; past it, the pending call raises
+    :class:`DeadlineExceeded`.
+    """
+    session = _Session(connection=connection, pid=os.getpid())
+    _bound(session, time.monotonic() + max(seconds, 0.0), reason)
     try:
         yield
     finally:
-        try:
-            impl._adapter_remove_timeout(timer)
-        except Exception:  # pragma: no cover - the I/O loop may be gone with the connection
-            logger.debug("Could not remove a publish deadline timer.", exc_info=True)
+        session.deadline = 0.0
+        if session.timer is not None and connection._impl is not None:
+            try:
+                connection._impl._adapter_remove_timeout(session.timer)
+            except Exception:  # pragma: no cover - the I/O loop may be gone with the connection
+                logger.debug("Could not remove a deadline timer.", exc_info=True)
 
 
 class ConfirmingPublisher:
@@ -204,18 +251,27 @@ class ConfirmingPublisher:
         if not self.parameters:
             raise ValueError("The broker has no connection parameters.")
         self._local = threading.local()
+        self._no_answer = f"no answer from RabbitMQ within {self.timeout} s"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} broker={self.broker!r} timeout={self.timeout}>"
 
     # The public side.
 
-    def publish(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+    def publish(
+        self,
+        message: Message[Any],
+        *,
+        delay: int | None = None,
+        check: Callable[[bytes], None] | None = None,
+    ) -> Message[Any]:
         """Send ``message``, like ``RabbitmqBroker.enqueue``, within ``timeout`` seconds.
 
         ``delay`` (milliseconds) sends it to the delay queue with an ``eta`` option, as
         Dramatiq does. Returns the message that was sent (a copy when delayed). The broker's
         ``before_enqueue`` and ``after_enqueue`` middleware hooks run around the send.
+        ``check``, when given, is called with the encoded body before it is sent; what it
+        raises propagates, and nothing is sent.
 
         Raises:
           BrokerUnavailable: the broker did not confirm the message in time, refused it
@@ -231,9 +287,12 @@ class ConfirmingPublisher:
         # Registers the queue with the broker (and runs its declare hooks) without any I/O;
         # the queue is declared on the server by _ensure_queue, under the deadline.
         self.broker.declare_queue(canonical_queue_name)
-        body = message.encode()
-        properties = pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority"))
         self.broker.emit_before("enqueue", message, delay)
+        # Encoded after the before_enqueue hooks, as Dramatiq does: what they change is sent.
+        body = message.encode()
+        if check is not None:
+            check(body)
+        properties = pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority"))
         logger.debug("Publishing message %r on queue %r.", message.message_id, queue_name)
         self._send(canonical_queue_name, queue_name, body, properties, deadline)
         self.broker.emit_after("enqueue", message, delay)
@@ -270,17 +329,17 @@ class ConfirmingPublisher:
                 if not reused:
                     session = self._connect(deadline)
                 assert session is not None
-                with self._bounded(session, deadline):
-                    self._ensure_queue(session, canonical_queue_name)
-                    session.channel.basic_publish(
-                        exchange="",
-                        routing_key=queue_name,
-                        body=body,
-                        properties=properties,
-                        # The broker returns a message no queue took only when mandatory is set, and
-                        # that return is seen only with confirms (Dramatiq sets it the same way).
-                        mandatory=self.confirm_delivery,
-                    )
+                self._bound(session, deadline)
+                self._ensure_queue(session, canonical_queue_name)
+                session.channel.basic_publish(
+                    exchange="",
+                    routing_key=queue_name,
+                    body=body,
+                    properties=properties,
+                    # The broker returns a message no queue took only when mandatory is set, and
+                    # that return is seen only with confirms (Dramatiq sets it the same way).
+                    mandatory=self.confirm_delivery,
+                )
                 return
             except pika.exceptions.UnroutableError as exc:
                 # The queue was deleted after it was declared: declare it again next time.
@@ -352,23 +411,21 @@ class ConfirmingPublisher:
         impl.add_on_connection_blocked_callback(partial(_set_blocked, session, True))
         impl.add_on_connection_unblocked_callback(partial(_set_blocked, session, False))
         try:
-            with self._bounded(session, deadline):
-                session.channel = connection.channel()
-                if self.confirm_delivery:
-                    session.channel.confirm_delivery()
+            self._bound(session, deadline)
+            session.channel = connection.channel()
+            if self.confirm_delivery:
+                session.channel.confirm_delivery()
         except BaseException:
             self._discard(session, deadline)
             raise
         self._local.session = session
         return session
 
-    @contextmanager
-    def _bounded(self, session: _Session, deadline: float) -> Iterator[None]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    def _bound(self, session: _Session, deadline: float) -> None:
+        """Bound what follows on ``session`` by ``deadline``; raise when no time is left."""
+        if deadline <= time.monotonic():
             raise DeadlineExceeded(f"no time left of the {self.timeout} s publish timeout")
-        with _deadline(session.connection, remaining, f"no answer from RabbitMQ within {self.timeout} s"):
-            yield
+        _bound(session, deadline, self._no_answer)
 
     def _ensure_queue(self, session: _Session, canonical_queue_name: str) -> None:
         """Declare the queue, its delay queue and its dead-letter queue, as Dramatiq does."""
@@ -405,12 +462,14 @@ class ConfirmingPublisher:
         connection = session.connection
         if not connection.is_open:
             return
-        budget = min(max(deadline - time.monotonic(), 0.0), CLOSE_TIMEOUT)
+        now = time.monotonic()
+        budget = min(max(deadline - now, 0.0), CLOSE_TIMEOUT)
         try:
-            with _deadline(connection, budget, "closing the connection took too long"):
-                connection.close()
+            _bound(session, now + budget, "closing the connection took too long")
+            connection.close()
         except Exception as exc:
             logger.debug("Closing a discarded RabbitMQ connection failed: %r", exc)
+        session.timer = None  # it went with the connection's I/O loop
 
     def _explain(self, exc: BaseException, session: _Session | None, queue_name: str) -> str:
         """A sentence for BrokerUnavailable: what happened and what to do."""
@@ -467,6 +526,9 @@ class PublisherCache:
 
     def get(self, broker: RabbitmqBroker, timeout: float) -> ConfirmingPublisher:
         key = (id(broker), float(timeout))
+        publisher = self._publishers.get(key)  # the common case, without the lock (a dict read is atomic)
+        if publisher is not None and publisher.broker is broker:
+            return publisher
         with self._lock:
             publisher = self._publishers.get(key)
             # The cache holds the broker, so its id cannot be reused while cached; the check is cheap.

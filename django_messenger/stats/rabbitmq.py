@@ -33,7 +33,7 @@ import pika.exceptions
 from dramatiq.common import dq_name, xq_name
 
 from ..conf import messenger_settings
-from ..publishing.rabbitmq import _deadline, bounded_parameters
+from ..publishing.rabbitmq import bounded_parameters, deadline
 from . import QueueStats, StatsUnavailable
 
 #: The note of counts read over AMQP.
@@ -69,7 +69,7 @@ def read_amqp(broker: Any, queues: Sequence[str], *, timeout: float) -> list[Que
         # pika's texts may name the host: only the kind of error is shown.
         raise StatsUnavailable(f"RabbitMQ could not be reached ({type(exc).__name__}).") from exc
     try:
-        with _deadline(connection, timeout, "the stats took longer than their timeout"):
+        with deadline(connection, timeout, "the stats took longer than their timeout"):
             counts = _declare_passively(
                 connection, [name for q in queues for name in (q, dq_name(q), xq_name(q))]
             )
@@ -79,7 +79,7 @@ def read_amqp(broker: Any, queues: Sequence[str], *, timeout: float) -> list[Que
         if connection.is_open:
             with (
                 contextlib.suppress(pika.exceptions.AMQPError, OSError),
-                _deadline(connection, 1.0, "closing"),
+                deadline(connection, 1.0, "closing"),
             ):
                 connection.close()
     stats = []

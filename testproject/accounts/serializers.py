@@ -1,7 +1,9 @@
 from rest_framework import serializers
 
+from testproject.fields import Text
+
 
 class ResetPasswordRequestSerializer(serializers.Serializer):
     """The input of ``POST /reset-password-requests/``."""
 
-    username = serializers.CharField(max_length=150)
+    username = Text(max_length=150)

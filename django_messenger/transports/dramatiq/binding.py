@@ -244,16 +244,14 @@ def _check_size(payload: Any, message: Any) -> None:
 def _received(payload: Any) -> Envelope:
     message = CurrentMessage.get_current_message()
     _check_size(payload, message)
-    envelope = decode_envelope(payload)
-    if message is not None:
-        envelope = envelope.with_stamps(
-            ReceivedStamp(
-                queue_name=message.queue_name,
-                broker_message_id=message.message_id,
-                retries=int(message.options.get("retries", 0)),
-            )
-        )
-    return envelope
+    if message is None:
+        return decode_envelope(payload)
+    received = ReceivedStamp(
+        queue_name=message.queue_name,
+        broker_message_id=message.message_id,
+        retries=int(message.options.get("retries", 0)),
+    )
+    return decode_envelope(payload, stamps=(received,))
 
 
 def _declare_handler_actor(handler: Handler, broker: Any, queue_name: str) -> Any:

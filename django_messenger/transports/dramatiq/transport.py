@@ -10,12 +10,16 @@ there are. Which actor that is, the binding says (:mod:`.binding`).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
+from dramatiq import get_encoder
 from dramatiq.common import current_millis
 
+from ...conf import messenger_settings
 from ...delays import first_hop, hop_milliseconds
-from ...encoding import decode_envelope, encode_envelope
+from ...dramatiq_encoder import body_bounds_envelope
+from ...encoding import check_envelope, encode_envelope
 from ...envelope import Envelope
 from ...exceptions import BrokerUnavailable, MessageDecodingFailed, MessageNotDeliverable
 from ...limits import check_envelope_size
@@ -43,11 +47,7 @@ class DramatiqTransport(Transport):
         """
         payload = encode_envelope(envelope)
         check_envelope_size(payload)
-        try:
-            decode_envelope(payload)
-        except MessageDecodingFailed as exc:
-            logger.warning("Message %s was not sent: a worker would refuse it: %s", envelope.message_id, exc)
-            raise MessageNotDeliverable(str(exc)) from exc
+        _check_decodable(envelope, payload)
         return payload
 
     def check(self, envelope: Envelope) -> None:
@@ -63,6 +63,9 @@ class DramatiqTransport(Transport):
     def send(self, envelope: Envelope) -> Envelope:
         """Publish ``envelope`` once.
 
+        The envelope is encoded once; the publish measures it against ``MAX_MESSAGE_SIZE`` and
+        decodes it as a worker will (on the body it encodes anyway) before anything is sent.
+
         Raises:
           NoHandlerForMessage: the message's type has no handler; nothing was sent.
           MessageTooLarge: a worker would refuse the encoded envelope; nothing was sent.
@@ -70,7 +73,7 @@ class DramatiqTransport(Transport):
           BrokerUnavailable: the broker did not confirm it (``exc.envelope`` is ``envelope``).
         """
         actor = binding.target(type(envelope.message), self.name)
-        payload = self.encode(envelope)
+        payload = encode_envelope(envelope)
         stamp = envelope.last(DelayStamp)
         delay: int | None = None
         options: dict[str, Any] = {}
@@ -78,7 +81,8 @@ class DramatiqTransport(Transport):
             delay, options = first_hop(stamp.milliseconds, hop=hop_milliseconds(), now=current_millis())
         message = actor.message_with_options(args=(payload,), **options)
         try:
-            publish(actor.broker, message, delay=delay)
+            # Measured and dry-run decoded by the publish, on the body it encodes anyway.
+            publish(actor.broker, message, delay=delay, check=partial(_check_body, envelope, payload))
         except BrokerUnavailable as exc:
             exc.envelope = envelope
             logger.warning(
@@ -91,3 +95,26 @@ class DramatiqTransport(Transport):
         return envelope.with_stamps(
             SentStamp(transport=self.name, queue_name=actor.queue_name, broker_message_id=message.message_id)
         )
+
+
+def _check_body(envelope: Envelope, payload: dict[str, Any], body: bytes) -> None:
+    """What :meth:`DramatiqTransport.encode` checks, for a message about to be published as ``body``.
+
+    A body of at most ``MAX_MESSAGE_SIZE`` bytes holds an envelope within the limit when the
+    Dramatiq encoder writes the envelope as the limit measures it (compact JSON, see
+    :func:`~django_messenger.dramatiq_encoder.body_bounds_envelope`): then the envelope is not
+    encoded again to be measured. Otherwise it is, as a worker measures it.
+    """
+    limit = messenger_settings.MAX_MESSAGE_SIZE
+    if limit and (len(body) > limit or not body_bounds_envelope(get_encoder())):
+        check_envelope_size(payload)
+    _check_decodable(envelope, payload)
+
+
+def _check_decodable(envelope: Envelope, payload: dict[str, Any]) -> None:
+    """Raise MessageNotDeliverable when a worker would refuse ``payload`` as poison."""
+    try:
+        check_envelope(payload)
+    except MessageDecodingFailed as exc:
+        logger.warning("Message %s was not sent: a worker would refuse it: %s", envelope.message_id, exc)
+        raise MessageNotDeliverable(str(exc)) from exc
