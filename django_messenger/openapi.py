@@ -30,6 +30,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework.views import APIView
 
+from . import idempotency
 from .conf import SYNC_TRANSPORT, messenger_settings
 from .message_types import type_name
 from .mixins import (
@@ -195,7 +196,18 @@ class MessengerAutoSchema(AutoSchema):
                 "accepted. Retry after `Retry-After` seconds; `Messenger-Message-Id` identifies the attempt."
             ),
         )
-        return responses
+        if view.messenger_idempotency_mode():
+            responses[409] = OpenApiResponse(
+                response=error,
+                description=(
+                    "A request with this Idempotency-Key is still being answered: retry after `Retry-After`."
+                ),
+            )
+            responses[422] = OpenApiResponse(
+                response=error,
+                description="This Idempotency-Key was used with another request (method, path or body).",
+            )
+        return dict(sorted(responses.items()))
 
     def messenger_response_headers(self) -> list[OpenApiParameter]:
         """The response headers of a messenger write, each with the status codes that carry it."""
@@ -220,6 +232,45 @@ class MessengerAutoSchema(AutoSchema):
                 ),
             ),
         ]
+        view = self._messenger_view()
+        if view.messenger_tracked():
+            headers.append(
+                OpenApiParameter(
+                    "Location",
+                    OpenApiTypes.URI,
+                    location=OpenApiParameter.HEADER,
+                    response=[success],
+                    required=True,
+                    description="The status resource of the message (pending, handled or failed): poll it.",
+                )
+            )
+        mode = view.messenger_idempotency_mode()
+        if mode:
+            headers += [
+                OpenApiParameter(
+                    idempotency.HEADER,
+                    OpenApiTypes.STR,
+                    location=OpenApiParameter.HEADER,
+                    required=mode == "required",
+                    description="A key of the client's: a retry with the same key and request replays "
+                    "the first answer and dispatches nothing (docs/async-http.md).",
+                ),
+                OpenApiParameter(
+                    idempotency.REPLAYED_HEADER,
+                    OpenApiTypes.STR,
+                    location=OpenApiParameter.HEADER,
+                    response=[success],
+                    description="`true` when this answer is the replay of an earlier request's.",
+                ),
+                OpenApiParameter(
+                    "Retry-After",
+                    OpenApiTypes.INT,
+                    location=OpenApiParameter.HEADER,
+                    response=[409],
+                    required=True,
+                    description="Seconds to wait before sending the request again.",
+                ),
+            ]
         if messenger_settings.RETRY_AFTER > 0:
             headers.append(
                 OpenApiParameter(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from rest_framework import permissions
+from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,6 +15,16 @@ from . import tracking
 
 #: Seconds a client is asked to wait before it polls a pending status again.
 POLL_AFTER = 1
+
+
+class MessageStatusSerializer(serializers.Serializer):
+    """The body of a status resource (what OpenAPI documents; the view writes the same keys)."""
+
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["pending", "handled", "failed"])
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    error = serializers.CharField(required=False, help_text="Only when failed: where an operator finds it.")
 
 
 class MessageStatusView(APIView):
@@ -27,6 +37,11 @@ class MessageStatusView(APIView):
 
     permission_classes = [permissions.AllowAny]
     http_method_names = ["get", "head", "options"]
+    serializer_class = MessageStatusSerializer
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> MessageStatusSerializer:
+        """The body's serializer, for schema generators (drf-spectacular asks an APIView for it)."""
+        return self.serializer_class(*args, **kwargs)
 
     def get(self, request: Request, message_id: uuid.UUID, *args: Any, **kwargs: Any) -> Response:
         token = str(request.query_params.get("token", ""))
