@@ -27,7 +27,7 @@ from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent, build_serializer_context, get_class
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
 from . import idempotency
@@ -42,6 +42,7 @@ from .mixins import (
 )
 from .persisters import dispatched_type
 from .routing import transport_name_for
+from .status import MessageStatusSerializer
 
 #: The action a write method runs, for views that are not viewsets.
 ACTIONS = {"POST": "create", "PUT": "update", "PATCH": "partial_update", "DELETE": "destroy"}
@@ -339,3 +340,27 @@ def _with_schema(method: Any, schema_class: type[AutoSchema]) -> Any:
 
     replacement.kwargs = {**method.kwargs, "schema": schema_class}  # type: ignore[attr-defined]
     return replacement
+
+
+class MessageStatusViewExtension(OpenApiViewExtension):
+    """The status resource of tracked writes: its body, and the 404 of an id the caller may not read."""
+
+    target_class = "django_messenger.status.MessageStatusView"
+
+    def view_replacement(self) -> type[APIView]:
+        view: type[APIView] = self.target
+        documented = extend_schema(
+            responses={
+                200: OpenApiResponse(
+                    response=MessageStatusSerializer,
+                    description="The message's status; poll again after `Retry-After` while pending.",
+                ),
+                404: OpenApiResponse(
+                    response=ERROR_SCHEMA,
+                    description="Unknown id, a forged or expired token, or someone else's write.",
+                ),
+            }
+        )
+        return documented(
+            type(view.__name__, (view,), {"__module__": view.__module__, "__doc__": view.__doc__})
+        )

@@ -442,3 +442,4 @@ def test_the_status_resource_documents_its_body() -> None:
     body = body_schema(schema, schema["paths"][path_]["get"]["responses"]["200"]["content"])
     assert set(body["properties"]) == {"id", "status", "created_at", "updated_at", "error"}
     assert resolve(schema, body["properties"]["status"])["enum"] == ["pending", "handled", "failed"]
+    assert "404" in schema["paths"][path_]["get"]["responses"]
