@@ -42,6 +42,13 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 #: The answer's headers that are stored and replayed.
 KEPT_HEADERS = ("Content-Type", "Messenger-Message-Id", "Location")
 MAX_KEY_LENGTH = 255
+#: The JSON schema of a key (printable ASCII, no blank at either end), for OpenAPI.
+KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_KEY_LENGTH,
+    "pattern": "^[!-~]([ -~]*[!-~])?$",
+}
 #: How many times a claim retries when the key changed under it (released, expired, taken over).
 _ATTEMPTS = 5
 
@@ -55,7 +62,7 @@ def parse_key(value: str | None) -> str | None:
     if value is None:
         return None
     key = value.strip()
-    if len(key) >= 2 and key[0] == key[-1] == '"':
+    if len(key) > 2 and key[0] == key[-1] == '"':  # a structured-field string: its content
         key = key[1:-1]
     if not key or len(key) > MAX_KEY_LENGTH or not all(" " <= char <= "~" for char in key):
         raise IdempotencyKeyMissing()

@@ -261,7 +261,8 @@ class MessengerViewMixin:
         if handled:
             tracking.record_handled(envelope.message_id, stamp, handled)
         path = reverse(STATUS_URL_NAME, kwargs={"message_id": envelope.message_id})
-        return f"{path}?{urlencode({'token': tracking.make_token(envelope.message_id, stamp.owner)})}"
+        token = urlencode({"token": tracking.make_token(envelope.message_id, stamp.owner)})
+        return self.request.build_absolute_uri(f"{path}?{token}")
 
     def messenger_response(self) -> HttpResponseBase:
         """202 (``messenger_status``) with an empty body, or the synchronous handler's output."""

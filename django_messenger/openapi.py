@@ -250,7 +250,7 @@ class MessengerAutoSchema(AutoSchema):
             headers += [
                 OpenApiParameter(
                     idempotency.HEADER,
-                    OpenApiTypes.STR,
+                    idempotency.KEY_SCHEMA,
                     location=OpenApiParameter.HEADER,
                     required=mode == "required",
                     description="A key of the client's: a retry with the same key and request replays "

@@ -54,6 +54,7 @@ class TestLocation:
         assert response.status_code == 202
         message_id = response["Messenger-Message-Id"]
         location = urlsplit(response["Location"])
+        assert (location.scheme, location.netloc) == ("http", "testserver")
         assert location.path == f"/demo/messages/{message_id}/"
         assert parse_qs(location.query)["token"]
 
