@@ -15,7 +15,7 @@ from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
+from django.db import connections, router
 from django.urls import NoReverseMatch, URLPattern, URLResolver, get_resolver, reverse
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries
@@ -25,6 +25,7 @@ from .conf import SYNC_TRANSPORT, MessengerSettings, messenger_settings
 from .dramatiq_encoder import BoundedJSONEncoder
 from .exceptions import HandlerErrorCode
 from .locator import locator
+from .once import database_of, record_model
 from .transports.dramatiq.binding import binding
 
 
@@ -898,3 +899,75 @@ def check_management_url(
             id="django_messenger.W014",
         )
     ]
+
+
+#: The shortest ``HANDLED_TTL`` that check W016 accepts while idempotent handlers exist: 1 day.
+SHORTEST_HANDLED_TTL = 24 * 3600.0
+
+
+def _idempotency_problem(handler: Any) -> str | None:
+    """Why ``handler``'s ``idempotent=`` / ``using=`` cannot give exactly-once effects, or None."""
+    if not isinstance(handler.idempotent, bool):
+        return f"idempotent={handler.idempotent!r} is not True or False"
+    if handler.using is not None and not handler.idempotent:
+        return (
+            f"using={handler.using!r} names the database of an idempotent handler's records, "
+            f"but it is not idempotent"
+        )
+    if not handler.idempotent:
+        return None
+    model = record_model()  # HandledMessage: checks.py is importable before the app registry is ready
+    longest = getattr(model._meta.get_field("handler"), "max_length", None)
+    if longest is not None and len(handler.actor_name) > longest:
+        return f"its actor name is longer than the {longest} characters a record holds"
+    alias = database_of(handler)
+    if alias not in settings.DATABASES:
+        return f"its records would go to the database {alias!r}, which is not in settings.DATABASES"
+    if not router.allow_migrate_model(alias, model):
+        return f"the database routers never migrate django_messenger.HandledMessage to the database {alias!r}"
+    if settings.DATABASES[alias].get("AUTOCOMMIT", True) is False:
+        return f"the database {alias!r} has AUTOCOMMIT off, so the handler's transaction would never commit"
+    return None
+
+
+@checks.register("messenger")
+def check_idempotent_handlers(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E016 an idempotent handler whose records cannot be kept; W016 a HANDLED_TTL under a day."""
+    messages: list[checks.CheckMessage] = []
+    idempotent = False
+    for handler in locator.handlers:
+        if handler.error is not None:
+            continue
+        idempotent = idempotent or handler.idempotent is True
+        problem = _idempotency_problem(handler)
+        if problem is not None:
+            where = f"{handler.fn.__module__}.{handler.fn.__qualname__}"
+            messages.append(
+                checks.Error(
+                    f"The handler {where} cannot have exactly-once effects: {problem}.",
+                    hint=(
+                        "Pass idempotent=True (or False), and using= only with it, naming a database of "
+                        "settings.DATABASES to which django_messenger's migrations apply, with AUTOCOMMIT on."
+                    ),
+                    obj=where,
+                    id="django_messenger.E016",
+                )
+            )
+    ttl = messenger_settings.HANDLED_TTL
+    if idempotent and ttl < SHORTEST_HANDLED_TTL:
+        messages.append(
+            checks.Warning(
+                f"MESSENGER['HANDLED_TTL'] is {ttl:g} s: a message redelivered after its record was pruned "
+                f"runs its idempotent handler again, and a broker redelivers what a dead worker held "
+                f"whenever a worker next reads the queue.",
+                hint=(
+                    "Keep HANDLED_TTL longer than any outage of your workers: a day at least "
+                    "(7 days by default)."
+                ),
+                obj="MESSENGER",
+                id="django_messenger.W016",
+            )
+        )
+    return messages

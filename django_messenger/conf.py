@@ -124,6 +124,9 @@ class MessengerSettings:
     #: The RabbitMQ management API (``http://127.0.0.1:15672``) messenger_stats and the admin dashboard
     #: read in-flight counts from; None reads ready counts over AMQP only (docs/operations.md).
     RABBITMQ_MANAGEMENT_URL: str | None = _setting(None, _optional_url)
+    #: Seconds an idempotent handler's record of a message is kept (``messenger_handled prune``):
+    #: a redelivery later than this runs the handler again.
+    HANDLED_TTL: float = _setting(7 * 24 * 3600.0, _positive)
     #: Every messenger write is tracked: its 202 carries a ``Location`` of its status resource.
     STATUS: bool = _setting(False, _bool)
     #: Seconds a status record (and a status ``Location``) lives; ``messenger_prune`` deletes older ones.

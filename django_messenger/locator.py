@@ -26,7 +26,7 @@ from .message_types import message_types
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Options ``@handler`` reads itself; every other keyword goes to Dramatiq as an actor option.
-_OWN_OPTIONS = {"actor_name", "queue_name", "priority"}
+_OWN_OPTIONS = {"actor_name", "queue_name", "priority", "idempotent", "using"}
 
 #: Sent with ``handler=`` each time a handler is registered (the Dramatiq binding declares its actor).
 handler_registered = Signal()
@@ -43,6 +43,11 @@ class Handler:
     queue_name: str | None = None
     priority: int = 0
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: ``@handler(idempotent=True)``: its writes and a record of each message it handled commit in
+    #: one transaction, and a message already recorded is not handled again (django_messenger.once).
+    idempotent: bool = False
+    #: The database alias of that transaction and record (``using=``); None: Django's router decides.
+    using: str | None = None
     #: Why this handler cannot be used (reported by the system checks), or None.
     error: HandlerError | None = None
 
@@ -168,6 +173,8 @@ def _make_handler(fn: Callable[..., Any], message_type: type | None, options: di
         queue_name=options.get("queue_name"),
         priority=int(options.get("priority", 0)),
         options=actor_options,
+        idempotent=options.get("idempotent", False),
+        using=options.get("using"),
         error=HandlerError(HandlerErrorCode.NO_MESSAGE_TYPE, error) if error else None,
     )
 
@@ -185,7 +192,9 @@ def handler(target: Any = None, /, **options: Any) -> Any:
     ``@handler(SomeType)`` names it. Keywords are Dramatiq actor options
     (``queue_name``, ``priority``, ``max_retries``, ``min_backoff``, ``max_backoff``,
     ``time_limit``, ``retry_when``, ``throws``, ``actor_name``...), with messenger's
-    retry defaults: 3 retries, backoff from 1 s to 5 min. A parameter named
+    retry defaults: 3 retries, backoff from 1 s to 5 min. ``idempotent=True`` runs the
+    handler at most once per message (its writes and a record of the message commit in one
+    transaction of database ``using``, Django's router's choice by default). A parameter named
     ``envelope`` receives the :class:`~django_messenger.Envelope`. The function is
     returned unchanged, so it can still be called directly.
     """

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.db import models
+from django.utils import timezone
 
 
 class JSONTextField(models.TextField):
@@ -84,6 +85,31 @@ class FailureDashboard(FailedMessage):
         default_permissions = ()
         verbose_name = "dashboard"
         verbose_name_plural = "dashboard"
+
+
+class HandledMessage(models.Model):
+    """An idempotent handler's committed run on one message: ``(message_id, handler)``.
+
+    Written in the transaction that runs the handler (``@handler(idempotent=True)``, see
+    :mod:`django_messenger.once`), so it exists exactly when the handler's writes were
+    committed; a redelivered message whose row exists is acknowledged without running the
+    handler again. ``handler`` is the handler's actor name. Rows older than
+    ``MESSENGER["HANDLED_TTL"]`` are deleted by ``manage.py messenger_handled prune``.
+    """
+
+    message_id = models.UUIDField()
+    handler = models.CharField(max_length=255)
+    handled_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message_id", "handler"], name="django_messenger_handled_once")
+        ]
+        verbose_name = "handled message"
+        verbose_name_plural = "handled messages"
+
+    def __str__(self) -> str:
+        return f"{self.message_id} {self.handler}"
 
 
 class MessageStatus(models.Model):

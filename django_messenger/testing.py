@@ -21,6 +21,7 @@ from .encoding import decode_envelope, encode_envelope
 from .envelope import Envelope
 from .exceptions import MessengerError
 from .locator import locator
+from .once import call
 from .transports import Transport, router
 from .transports.dramatiq.binding import binding
 
@@ -117,12 +118,13 @@ class Messenger:
         Each envelope goes through the wire format first (the handler sees what a worker
         would decode), then to every handler of its type. What those handlers dispatch is
         captured and handled in turn, until nothing is pending. A handler's exception
-        propagates; the envelopes after it stay pending.
+        propagates; the envelopes after it stay pending. An idempotent handler runs in its
+        transaction and records the message, as in a worker.
         """
         while self.pending:
             envelope = decode_envelope(encode_envelope(self.pending.pop(0)))
             for handler in locator.handlers_for(type(envelope.message)):
-                handler.call(envelope)
+                call(handler, envelope)
 
     def clear(self) -> None:
         """Forget everything dispatched so far; pending envelopes are dropped unhandled."""

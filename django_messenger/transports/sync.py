@@ -7,6 +7,7 @@ from django.db import transaction
 from ..conf import SYNC_TRANSPORT
 from ..envelope import Envelope
 from ..locator import locator
+from ..once import call
 from ..stamps import HandledStamp
 from .base import Transport
 
@@ -18,6 +19,10 @@ class SyncTransport(Transport):
     or roll back with the caller's; outside one (a view) each handler gets a transaction
     of its own. A handler that raises stops the dispatch: the exception propagates.
     Each handler adds a :class:`HandledStamp` with its result.
+
+    An idempotent handler runs in ``atomic()`` on its own database (``once.call``), its record
+    committing with the caller's transaction; an envelope it already handled (the same
+    ``message_id`` dispatched again) is not handled again and gets no ``HandledStamp``.
     """
 
     name = SYNC_TRANSPORT
@@ -25,7 +30,13 @@ class SyncTransport(Transport):
 
     def send(self, envelope: Envelope) -> Envelope:
         for handler in locator.handlers_for(type(envelope.message)):
-            with transaction.atomic():
-                result = handler.call(envelope)
+            if handler.idempotent is True:
+                outcome = call(handler, envelope)  # in a transaction of its own database
+                if not outcome.ran:
+                    continue
+                result = outcome.result
+            else:
+                with transaction.atomic():
+                    result = handler.call(envelope)
             envelope = envelope.with_stamps(HandledStamp(result=result, handler_name=handler.name))
         return envelope

@@ -6,9 +6,13 @@ from django_messenger.stamps import OperationStamp, RemoveStamp
 from .models import Book
 
 
-@handler
+@handler(idempotent=True)
 def persist_book(message: Book, envelope: Envelope) -> None:
     """Create, update or delete the book, as the HTTP request asked.
+
+    ``idempotent=True``: the write and a record of the message commit in one transaction, so a
+    redelivered message (a worker killed after the commit, before its acknowledgement) is
+    acknowledged without running again, and a redelivered create does not insert a second book.
 
     - DELETE: the envelope has a ``RemoveStamp``; the book may already be gone.
     - POST: the instance is new (``_state.adding`` survives the wire).

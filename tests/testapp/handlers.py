@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import time
 
+from django.db import transaction
 from django.http import HttpResponse
 
 from django_messenger import Envelope, handler
 from django_messenger.stamps import OperationStamp, ReceivedStamp, RemoveStamp
 
-from .messages import Compute, Everything, Flaky, Ping, PlainGreeting, RenameArticle, Shout, Work
+from .messages import (
+    Compute,
+    Everything,
+    Flaky,
+    IdempotentWork,
+    Ping,
+    PlainGreeting,
+    RenameArticle,
+    Shout,
+    Work,
+)
 from .models import Article, Effect
 
 received: list[Envelope] = []
@@ -93,3 +104,13 @@ def work(message: Work, envelope: Envelope) -> None:
         )
     time.sleep(message.sleep_ms / 1000)
     Effect.objects.create(handler="work", message_id=envelope.message_id, payload={"n": message.n})
+
+
+@handler(idempotent=True)
+def work_once(message: IdempotentWork, envelope: Envelope) -> None:
+    """Exactly-once: its Effect row and the record of the message commit together."""
+    time.sleep(message.sleep_ms / 1000)
+    Effect.objects.create(handler="work_once", message_id=envelope.message_id, payload={"n": message.n})
+    if message.hold_ms:
+        # After the commit, before the worker acknowledges: the window a crash makes a redelivery of.
+        transaction.on_commit(lambda: time.sleep(message.hold_ms / 1000))

@@ -87,3 +87,13 @@ class Work:
 
     n: int
     sleep_ms: int = 0
+
+
+@dataclass
+class IdempotentWork:
+    """Work for an idempotent handler: ``sleep_ms`` inside its transaction, ``hold_ms`` after the commit
+    (before the worker acknowledges the message)."""
+
+    n: int
+    sleep_ms: int = 0
+    hold_ms: int = 0

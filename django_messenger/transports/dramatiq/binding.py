@@ -8,7 +8,8 @@ queue (:meth:`Binding.queue_of`) and finds the actor a dispatch is published to
 (:meth:`Binding.target`).
 
 A handler's actor receives the encoded envelope as its only argument, decodes it (only
-registered types resolve) and calls the handler. A message that cannot be decoded
+registered types resolve) and calls the handler (through :func:`django_messenger.once.call`:
+an idempotent handler runs once per message). A message that cannot be decoded
 raises :class:`MessageDecodingFailed`, which is in every handler's ``throws``: it is
 never retried, it goes straight to the dead letters. A fan-out actor decodes the
 envelope and sends it on to the actor of every handler of its type, so each handler is
@@ -35,6 +36,7 @@ from ...exceptions import HandlerError, HandlerErrorCode, MessageDecodingFailed,
 from ...limits import check_envelope_size
 from ...locator import Handler, handler_registered, locator
 from ...message_types import message_types
+from ...once import call
 from ...publishing import publish
 from ...routing import transport_name_for
 from ...stamps import ReceivedStamp
@@ -258,13 +260,14 @@ def _declare_handler_actor(handler: Handler, broker: Any, queue_name: str) -> An
     """Declare ``handler`` as an actor of ``broker`` on ``queue_name``, with messenger's defaults."""
 
     def run(payload: Any) -> None:
-        # What the handler returns is for synchronous dispatches only: a worker drops it.
+        # What the handler returns is for synchronous dispatches only: a worker drops it. An
+        # idempotent handler's message that was already handled returns at once (acknowledged).
         envelope = _received(payload)
         if type(envelope.message) is not handler.message_type:
             raise MessageDecodingFailed(
                 f"{handler.actor_name} handles {handler.message_type!r}, not {type(envelope.message)!r}."
             )
-        handler.call(envelope)
+        call(handler, envelope)
 
     run.__name__ = getattr(handler.fn, "__name__", "handler")
     run.__qualname__ = getattr(handler.fn, "__qualname__", run.__name__)

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from django_messenger.models import FailedMessage
+from django_messenger.models import FailedMessage, HandledMessage
 from tests.faultproxy import FaultProxy
-from tests.testapp.messages import Flaky, Ping, Work
+from tests.testapp.messages import Flaky, IdempotentWork, Ping, Work
 from tests.testapp.models import Article, Effect
 
-from ..processes import manage, start_server, start_worker, wait_for
+from ..processes import Process, manage, start_server, start_worker, wait_for
 from ..rabbit import envelope_message
 from .brokers import POSTGRES_HEARTBEAT_TTL, REDIS_HEARTBEAT_TIMEOUT, SQS_VISIBILITY_TIMEOUT, enqueue
 from .conftest import PUBLISH_TIMEOUT
@@ -28,6 +28,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PING = "tests.testapp.handlers.handle"
 FLAKY = "tests.testapp.handlers.flaky"
 WORK = "tests.testapp.handlers.work"
+WORK_ONCE = "tests.testapp.handlers.work_once"
+#: What a worker logs when it acknowledges a message its idempotent handler already handled.
+ALREADY_HANDLED = "was already handled by"
 #: What a refusal may take beyond PUBLISH_TIMEOUT: HTTP, Django and process scheduling.
 MARGIN = 2.0
 
@@ -294,34 +297,92 @@ def test_an_unreachable_broker_is_a_503_in_time_then_202_again(
         server.stop()
 
 
-def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, log_dir, workers):
+def redeliveries_skipped(worker: Process) -> int:
+    """The messages ``worker`` acknowledged without running their idempotent handler (Dramatiq's
+    log lines only: the settings' console handler writes each record to the log a second time)."""
+    return sum(
+        1 for line in worker.log().splitlines() if "[django_messenger]" in line and ALREADY_HANDLED in line
+    )
+
+
+#: Messages of each handler, the plain and the idempotent one, in the SIGKILL case.
+EACH = 150
+
+
+def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, log_dir, workers, capsys):
     queue = own_env["MESSENGER_QUEUE"]
-    # Given 300 messages on the queue, each 20 ms of work (1.5 s for a worker of 4 threads)
-    sent = {}
+    # Given 300 messages on the queue, half for a handler and half for an idempotent one,
+    # interleaved, each 20 ms of work (1.5 s for a worker of 4 threads)
+    sent: dict[str, set[uuid.UUID]] = {"work": set(), "work_once": set()}
     messages = []
-    for n in range(300):
-        envelope, message = envelope_message(queue, WORK, Work(n=n, sleep_ms=20))
-        sent[envelope.message_id] = n
-        messages.append(message)
+    for n in range(EACH):
+        for effect, actor, message_class in (("work", WORK, Work), ("work_once", WORK_ONCE, IdempotentWork)):
+            envelope, message = envelope_message(queue, actor, message_class(n=n, sleep_ms=20))
+            sent[effect].add(envelope.message_id)
+            messages.append(message)
     enqueue(contract_broker, *messages)
 
-    def done() -> int:
-        return Effect.objects.filter(handler="work").values("message_id").distinct().count()
+    def done(effect: str) -> int:
+        return Effect.objects.filter(handler=effect).values("message_id").distinct().count()
 
     # When a worker is SIGKILLed mid-run, and another one started
     worker = start_worker(own_env, log_dir, queues=[queue], threads=4)
     workers.append(worker)
-    wait_for(lambda: done() >= 100, timeout=60, what="100 handled")
+    wait_for(lambda: done("work") + done("work_once") >= 100, timeout=120, what="100 handled")
     worker.kill()
-    assert done() < len(sent), "the worker handled every message before it was killed"
-    workers.append(start_worker(own_env, log_dir, queues=[queue], threads=4))
+    assert done("work") + done("work_once") < len(messages), (
+        "the worker handled every message before it was killed"
+    )
+    second = start_worker(own_env, log_dir, queues=[queue], threads=4)
+    workers.append(second)
 
     # Then every message is handled (on Redis once the dead worker's heartbeat timed out, on SQS
-    # once the visibility timeout of the messages it held ran out)
+    # once the visibility timeout of the messages it held ran out), the idempotent ones once
     wait_for(
-        lambda: done() >= len(sent),
-        timeout=60 + max(REDIS_HEARTBEAT_TIMEOUT / 1000, SQS_VISIBILITY_TIMEOUT, POSTGRES_HEARTBEAT_TTL),
+        lambda: done("work") >= EACH and done("work_once") >= EACH,
+        timeout=120 + max(REDIS_HEARTBEAT_TIMEOUT / 1000, SQS_VISIBILITY_TIMEOUT, POSTGRES_HEARTBEAT_TTL),
         what="every message",
     )
-    seen = set(Effect.objects.filter(handler="work").values_list("message_id", flat=True))
-    assert set(sent) - seen == set()
+    for effect, ids in sent.items():
+        seen = set(Effect.objects.filter(handler=effect).values_list("message_id", flat=True))
+        assert ids - seen == set(), f"{effect}: lost"
+    once_rows = Effect.objects.filter(handler="work_once").count()
+    skipped = sum(redeliveries_skipped(process) for process in (worker, second))
+    with capsys.disabled():
+        print(
+            f"\n[contract {contract_broker.name}] SIGKILL: work duplicates="
+            f"{Effect.objects.filter(handler='work').count() - EACH}, work_once duplicate effects="
+            f"{once_rows - EACH}, redeliveries acknowledged without running={skipped}"
+        )
+    assert once_rows == EACH
+    assert HandledMessage.objects.filter(handler=WORK_ONCE).count() == EACH
+
+
+def test_a_message_redelivered_after_its_idempotent_handler_committed_runs_nothing_again(
+    contract_broker, own_env, log_dir, workers
+):
+    queue = own_env["MESSENGER_QUEUE"]
+    # Given an idempotent handler whose worker holds the message 60 s after its commit, before the ack
+    worker = start_worker(own_env, log_dir, queues=[queue], threads=1)
+    workers.append(worker)
+    envelope, message = envelope_message(queue, WORK_ONCE, IdempotentWork(n=1, hold_ms=60_000))
+    enqueue(contract_broker, message)
+    wait_for(lambda: handled(envelope.message_id, "work_once"), timeout=60, what="the handler's commit")
+
+    # When the worker is SIGKILLed in that window, and another one started
+    worker.kill()
+    second = start_worker(own_env, log_dir, queues=[queue], threads=1)
+    workers.append(second)
+
+    # Then the broker redelivers the message (Redis, PostgreSQL: after the dead worker's heartbeat
+    # timed out; SQS: after the visibility timeout), and it is acknowledged without running the handler again
+    wait_for(
+        lambda: redeliveries_skipped(second) >= 1,
+        timeout=60 + max(REDIS_HEARTBEAT_TIMEOUT / 1000, SQS_VISIBILITY_TIMEOUT, POSTGRES_HEARTBEAT_TTL),
+        what="the redelivery to be acknowledged",
+    )
+    assert f"Message {envelope.message_id} {ALREADY_HANDLED} {WORK_ONCE}" in second.log()
+    assert redeliveries_skipped(second) == 1
+    assert Effect.objects.filter(handler="work_once", message_id=envelope.message_id).count() == 1
+    assert HandledMessage.objects.filter(message_id=envelope.message_id).count() == 1
+    assert contract_broker.dead_letters(queue) == 0

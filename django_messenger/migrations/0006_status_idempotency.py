@@ -7,7 +7,7 @@ import django_messenger.models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_messenger", "0004_failure_dashboard"),
+        ("django_messenger", "0005_handled_messages"),
     ]
 
     operations = [
