@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, router
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import NoReverseMatch, URLPattern, URLResolver, get_resolver, reverse
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Retries
 
@@ -585,6 +585,65 @@ def check_views(
                 )
             )
         errors.extend(_signature_errors(view, where))
+    return errors
+
+
+#: Django cache backends that a web process does not share with the others.
+UNSHARED_CACHES = frozenset(
+    {"django.core.cache.backends.locmem.LocMemCache", "django.core.cache.backends.dummy.DummyCache"}
+)
+
+
+@checks.register("messenger", checks.Tags.urls)
+def check_async_http(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E015 tracked writes whose status resource has no URL; W015 an idempotency cache not shared."""
+    # Here, not at import: workers never need DRF's views.
+    from .mixins import STATUS_URL_NAME, MessengerViewMixin
+
+    errors: list[checks.CheckMessage] = []
+    views = [view for view in _url_views(get_resolver().url_patterns) if issubclass(view, MessengerViewMixin)]
+    tracked = [
+        view
+        for view in views
+        if view.messenger_track or (view.messenger_track is None and messenger_settings.STATUS)
+    ]
+    if tracked:
+        try:
+            reverse(STATUS_URL_NAME, kwargs={"message_id": "00000000-0000-0000-0000-000000000000"})
+        except NoReverseMatch:
+            where = (
+                "MESSENGER['STATUS']"
+                if messenger_settings.STATUS
+                else f"{tracked[0].__module__}.{tracked[0].__qualname__}"
+            )
+            errors.append(
+                checks.Error(
+                    f"{where} tracks writes, but the status resource has no URL: "
+                    f"their Location cannot be built.",
+                    hint='Add path("<prefix>/", include("django_messenger.urls")) to your ROOT_URLCONF.',
+                    obj=where,
+                    id="django_messenger.E015",
+                )
+            )
+    alias = messenger_settings.IDEMPOTENCY_CACHE
+    if alias is not None:
+        backend = str(getattr(settings, "CACHES", {}).get(alias, {}).get("BACKEND", ""))
+        if alias not in getattr(settings, "CACHES", {}) or backend in UNSHARED_CACHES:
+            what = (
+                f"the {backend.rsplit('.', 1)[-1]}, which no other process shares" if backend else "no cache"
+            )
+            errors.append(
+                checks.Warning(
+                    f"MESSENGER['IDEMPOTENCY_CACHE'] is {alias!r}, {what}: two web processes would each "
+                    f"dispatch a request retried with one Idempotency-Key.",
+                    hint="Name a cache every web process shares (Redis, Memcached, the database cache), "
+                    "or remove IDEMPOTENCY_CACHE to keep the keys in the database.",
+                    obj="MESSENGER",
+                    id="django_messenger.W015",
+                )
+            )
     return errors
 
 

@@ -82,10 +82,33 @@ def _non_negative(value: Any) -> float:
     return number
 
 
+def _idempotency(value: Any) -> str:
+    """``"optional"``, ``"required"``, or ``""`` (off) from False/None; True means ``"optional"``."""
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "optional"
+    if value in IDEMPOTENCY_MODES:
+        return str(value)
+    raise ValueError(f"one of {', '.join(repr(mode) for mode in IDEMPOTENCY_MODES)}, True or False")
+
+
+def _optional_str(value: Any) -> str | None:
+    """A name, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"a non-empty string or None, not {value!r}")
+    return value
+
+
 def _setting(default: Any, coerce: Callable[[Any], Any]) -> Any:
     """A field of :class:`MessengerSettings`: its default, and how a user's value becomes its type."""
     return dataclasses.field(default_factory=lambda: coerce(default), metadata={"coerce": coerce})
 
+
+#: The values of ``MESSENGER["IDEMPOTENCY"]`` and a view's ``messenger_idempotency`` that turn it on.
+IDEMPOTENCY_MODES = ("optional", "required")
 
 _DEFAULT_TRANSPORTS: Mapping[str, Mapping[str, Any]] = {"async": {"queue_name": "default"}}
 
@@ -119,6 +142,18 @@ class MessengerSettings:
     #: Seconds an idempotent handler's record of a message is kept (``messenger_handled prune``):
     #: a redelivery later than this runs the handler again.
     HANDLED_TTL: float = _setting(7 * 24 * 3600.0, _positive)
+    #: Every messenger write is tracked: its 202 carries a ``Location`` of its status resource.
+    STATUS: bool = _setting(False, _bool)
+    #: Seconds a status record (and a status ``Location``) lives; ``messenger_prune`` deletes older ones.
+    STATUS_TTL: float = _setting(7 * 24 * 3600.0, _positive)
+    #: ``Idempotency-Key`` on every messenger write: ``""`` (off), ``"optional"`` or ``"required"``.
+    IDEMPOTENCY: str = _setting(None, _idempotency)
+    #: Seconds a key replays its first answer.
+    IDEMPOTENCY_TTL: float = _setting(24 * 3600.0, _positive)
+    #: Seconds after which a request still "in flight" under a key counts as crashed: its key is taken over.
+    IDEMPOTENCY_LOCK_TIMEOUT: float = _setting(60.0, _positive)
+    #: The alias of a Django cache (shared by every web process) that keeps the keys; None: the database.
+    IDEMPOTENCY_CACHE: str | None = _setting(None, _optional_str)
 
     #: Seconds a relay of the transactional outbox waits between looks at the outbox table when
     #: it found nothing to publish (django_messenger.outbox).

@@ -186,3 +186,29 @@ class RequestTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request body is too large. Send less data."
     default_code = "request_too_large"
+
+
+class IdempotencyKeyMissing(APIException):
+    """400: the view requires an ``Idempotency-Key`` header and the request has none (or a malformed one)."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "This endpoint requires an Idempotency-Key header (1 to 255 printable characters)."
+    default_code = "idempotency_key_missing"
+
+
+class IdempotencyKeyInUse(APIException):
+    """409: a request with the same ``Idempotency-Key`` is still being answered."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "A request with this Idempotency-Key is still being answered: retry later."
+    default_code = "idempotency_key_in_use"
+    #: DRF's exception handler sends it as ``Retry-After`` (seconds).
+    wait = 1
+
+
+class IdempotencyKeyReused(APIException):
+    """422: the ``Idempotency-Key`` was used before with another request (method, path or body)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "This Idempotency-Key was already used with another request: use a new key."
+    default_code = "idempotency_key_reused"

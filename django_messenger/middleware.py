@@ -26,11 +26,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from dramatiq import Middleware
 from dramatiq.middleware import SkipMessage
 
+from . import tracking
 from .brokers import FAILURE_NOT_KEPT
 from .failures import (
     ERROR,
@@ -47,6 +49,7 @@ from .failures import (
     keep_held,
     tries,
 )
+from .locator import locator
 
 logger = logging.getLogger("django_messenger")
 
@@ -65,6 +68,11 @@ class MessengerMiddleware(Middleware):
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         if exception is None:
+            if message.args and locator.handler_named(message.actor_name) is not None:
+                # A handler (not a fan-out) handled a message: its status, when tracked.
+                tracking.record_quietly(
+                    message.args[0], handler=message.actor_name, failed=False, sent_at=_sent_at(message)
+                )
             return
         # Runs before Retries counts the failure and re-enqueues the message.
         message.options.setdefault(FIRST_FAILED_AT, int(time.time() * 1000))
@@ -93,7 +101,19 @@ class MessengerMiddleware(Middleware):
             error, trace = "Dead-lettered by Dramatiq.", clip(str(message.options.get(TRACEBACK) or ""))
         # RetryGuard's error (a retry that could not be enqueued) says more than the exception.
         error = message.options.get(ERROR) or error
+        if message.args:  # a tracked message's status reads "failed" (fan-out: for every handler)
+            tracking.record_quietly(
+                message.args[0], handler=message.actor_name, failed=True, sent_at=_sent_at(message)
+            )
         # Neither stored nor held: a broker that is the database refuses the rejection until it is
         # (brokers/postgres.py); Dramatiq then tries the rejection again, and this hook with it.
         kept = keep(message, error=error, traceback=trace, tries=tries(message))
         setattr(message, FAILURE_NOT_KEPT, not kept)
+
+
+def _sent_at(message: Any) -> datetime | None:
+    """When the broker message was enqueued (Dramatiq's ``message_timestamp``)."""
+    try:
+        return datetime.fromtimestamp(int(message.message_timestamp) / 1000, tz=UTC)
+    except (AttributeError, TypeError, ValueError, OverflowError, OSError):
+        return None

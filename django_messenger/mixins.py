@@ -10,25 +10,51 @@ GET stays ordinary DRF. ``MessengerCreateMixin``, ``MessengerUpdateMixin`` and
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import connections, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
+from django.template.response import SimpleTemplateResponse
+from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from . import idempotency, tracking
+from .conf import IDEMPOTENCY_MODES, messenger_settings
 from .envelope import Envelope
-from .exceptions import BrokerUnavailable, RequestTooLarge
+from .exceptions import BrokerUnavailable, IdempotencyKeyMissing, RequestTooLarge
 from .parsing import guard_parser, too_many_query_fields
 from .persisters import MessengerPersister, apply_changes, build_new, dispatched_type, model_of
-from .stamps import HandledStamp
+from .stamps import HandledStamp, TrackStamp
 
 MESSAGE_ID_HEADER = "Messenger-Message-Id"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The URL name (in the ``django_messenger`` namespace) of the status resource.
+STATUS_URL_NAME = "django_messenger:message-status"
+
+
+class _Replay(Exception):
+    """An ``Idempotency-Key`` seen before: its stored answer is the response."""
+
+    def __init__(self, answer: idempotency.Answer) -> None:
+        super().__init__("replayed")
+        self.answer = answer
+
+
+def replayed_response(answer: idempotency.Answer) -> HttpResponse:
+    """The stored answer, as it was first sent, marked ``Idempotent-Replayed: true``."""
+    response = HttpResponse(answer.body, status=answer.status_code)
+    del response["Content-Type"]
+    for name, value in answer.headers.items():
+        response[name] = value
+    response["Content-Length"] = str(len(answer.body))
+    response[idempotency.REPLAYED_HEADER] = "true"
+    return response
 
 
 class MessengerViewMixin:
@@ -46,6 +72,11 @@ class MessengerViewMixin:
     #: The serializer that validates the input DTO when ``messenger = "input"``.
     input_serializer_class: ClassVar[type[serializers.BaseSerializer[Any]] | None] = None
     persister_class: ClassVar[type[MessengerPersister]] = MessengerPersister
+    #: Answer writes with a ``Location`` of their status resource; None follows ``MESSENGER["STATUS"]``.
+    messenger_track: ClassVar[bool | None] = None
+    #: ``"optional"`` or ``"required"`` honours ``Idempotency-Key``; None follows
+    #: ``MESSENGER["IDEMPOTENCY"]``; False (or ``""``) turns it off for this view.
+    messenger_idempotency: ClassVar[str | bool | None] = None
 
     request: Request
     kwargs: dict[str, Any]
@@ -61,9 +92,15 @@ class MessengerViewMixin:
 
     def handle_exception(self, exc: Exception) -> Any:
         """DRF's, plus a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` as a JSON 413, and a 503 with its id."""
+        if isinstance(exc, _Replay):
+            return replayed_response(exc.answer)
         if isinstance(exc, RequestDataTooBig):
             exc = RequestTooLarge()
-        response = super().handle_exception(exc)  # type: ignore[misc]
+        try:
+            response = super().handle_exception(exc)  # type: ignore[misc]
+        except BaseException:
+            self._release_idempotency_key()  # an unhandled error: the key stays usable
+            raise
         if isinstance(exc, BrokerUnavailable) and exc.message_id is not None:
             # The broker may have the message after all: the client's retry and the logs share its id.
             response[MESSAGE_ID_HEADER] = str(exc.message_id)
@@ -76,6 +113,7 @@ class MessengerViewMixin:
         persister = self.__dict__.get("_messenger_persister")
         if persister is None:
             persister = self.persister_class(request=self.request)
+            persister.track = self.messenger_tracked()
             self.__dict__["_messenger_persister"] = persister
         return persister
 
@@ -84,6 +122,21 @@ class MessengerViewMixin:
         """The envelope this request dispatched, if any."""
         persister = self.__dict__.get("_messenger_persister")
         return persister.envelope if persister is not None else None
+
+    def messenger_tracked(self) -> bool:
+        """Whether this view's writes are tracked (``messenger_track``, else ``MESSENGER["STATUS"]``)."""
+        if self.messenger_track is None:
+            return messenger_settings.STATUS
+        return bool(self.messenger_track)
+
+    def messenger_idempotency_mode(self) -> str:
+        """``"optional"``, ``"required"`` or ``""`` (off) for this view."""
+        mode = self.messenger_idempotency
+        if mode is None:
+            return messenger_settings.IDEMPOTENCY
+        if mode is True:
+            return "optional"
+        return str(mode) if mode in IDEMPOTENCY_MODES else ""
 
     def messenger_lookup(self) -> dict[str, str]:
         return {key: str(value) for key, value in self.kwargs.items()}
@@ -145,17 +198,84 @@ class MessengerViewMixin:
         method = (request.method or "").upper()
         if method in WRITE_METHODS and hasattr(self, method.lower()):  # not for a 405
             request.data  # noqa: B018  (parses, or raises ParseError / UnsupportedMediaType)
+            self._claim_idempotency_key(request, method)
+
+    # -- Idempotency-Key ----------------------------------------------------------------
+
+    def _claim_idempotency_key(self, request: Request, method: str) -> None:
+        """Claim the request's ``Idempotency-Key`` before anything is dispatched (idempotency.py).
+
+        Raises the 400, 409 or 422 of the key, or :class:`_Replay` with the first answer.
+        """
+        mode = self.messenger_idempotency_mode()
+        if not mode:
+            return
+        key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+        if key is None:
+            if mode == "required":
+                raise IdempotencyKeyMissing()
+            return
+        owner = tracking.owner_of(getattr(request, "user", None))
+        seen = idempotency.fingerprint(method, request.get_full_path(), request.data)
+        claimed = idempotency.store().claim(owner, key, seen)
+        if isinstance(claimed, idempotency.Answer):
+            raise _Replay(claimed)
+        self.__dict__["_messenger_claim"] = claimed
+
+    def _release_idempotency_key(self) -> None:
+        claim = self.__dict__.pop("_messenger_claim", None)
+        if claim is not None:
+            claim.release()
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        """DRF's; then a claimed key keeps a 2xx answer for its replays, or is released for a retry."""
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        claim = self.__dict__.pop("_messenger_claim", None)
+        if claim is None:
+            return response
+        if not 200 <= response.status_code < 300:
+            claim.release()
+            return response
+        try:
+            if isinstance(response, SimpleTemplateResponse):
+                response.render()
+            headers = {name: response[name] for name in idempotency.KEPT_HEADERS if name in response}
+            body = b"" if getattr(response, "streaming", False) else bytes(response.content)
+            claim.finish(idempotency.Answer(response.status_code, headers, body))
+        except BaseException:
+            claim.release()
+            raise
+        return response
 
     # -- response ---------------------------------------------------------------------
+
+    def messenger_status_location(self, envelope: Envelope) -> str | None:
+        """The ``Location`` of ``envelope``'s status resource, when the dispatch was tracked.
+
+        A message handled synchronously has its status recorded here: no worker will.
+        """
+        stamp = envelope.last(TrackStamp)
+        if stamp is None:
+            return None
+        handled = [handled.handler_name for handled in envelope.all(HandledStamp)]
+        if handled:
+            tracking.record_handled(envelope.message_id, stamp, handled)
+        path = reverse(STATUS_URL_NAME, kwargs={"message_id": envelope.message_id})
+        token = urlencode({"token": tracking.make_token(envelope.message_id, stamp.owner)})
+        return self.request.build_absolute_uri(f"{path}?{token}")
 
     def messenger_response(self) -> HttpResponseBase:
         """202 (``messenger_status``) with an empty body, or the synchronous handler's output."""
         envelope = self.messenger_envelope
         headers = {MESSAGE_ID_HEADER: str(envelope.message_id)} if envelope is not None else {}
+        location = self.messenger_status_location(envelope) if envelope is not None else None
+        if location is not None:
+            headers["Location"] = location
         if self.messenger_output and envelope is not None:
             handled = envelope.last(HandledStamp)
             if handled is not None and isinstance(handled.result, HttpResponseBase):
-                handled.result[MESSAGE_ID_HEADER] = headers[MESSAGE_ID_HEADER]
+                for name, value in headers.items():
+                    handled.result[name] = value
                 return handled.result
             if handled is not None and handled.result is not None:
                 data = self.get_serializer(handled.result).data  # type: ignore[attr-defined]

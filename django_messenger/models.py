@@ -150,3 +150,66 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} to {self.transport}"
+
+
+class MessageStatus(models.Model):
+    """The outcome of a tracked message, written by the workers (docs/async-http.md).
+
+    No row is written when the message is dispatched: until a worker records an outcome, the
+    signed ``Location`` of the 202 reads as ``pending``. ``handled`` lists the handlers (actor
+    names) that handled it, ``failed`` maps those that failed for good to an error summary;
+    ``handlers`` is how many handlers the message type had when it was dispatched (fan-out).
+    ``messenger_prune`` deletes rows older than ``MESSENGER["STATUS_TTL"]``.
+    """
+
+    message_id = models.UUIDField(primary_key=True)
+    owner = models.CharField(max_length=255, blank=True, help_text="The sender's user pk; empty: anonymous.")
+    handlers = models.PositiveIntegerField(default=1)
+    handled = JSONTextField(default=list)
+    failed = JSONTextField(default=dict)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "message status"
+        verbose_name_plural = "message statuses"
+
+    def __str__(self) -> str:
+        return f"{self.message_id} {self.status}"
+
+    @property
+    def status(self) -> str:
+        """``"failed"``: a handler failed for good; ``"handled"``: all handled it; else ``"pending"``."""
+        if self.failed:
+            return "failed"
+        if len(self.handled) >= self.handlers:
+            return "handled"
+        return "pending"
+
+
+class IdempotencyKey(models.Model):
+    """One ``Idempotency-Key`` of one user: the request it came with and, once answered, the answer.
+
+    A row whose ``status_code`` is null is in flight: its request is being answered (since
+    ``locked_at``). The row is inserted before anything is dispatched, so that of two requests
+    racing with one key only one inserts it (the unique constraint) and dispatches.
+    """
+
+    owner = models.CharField(max_length=255, blank=True)
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the method, path and body.")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    headers = JSONTextField(default=dict)
+    body = models.TextField(blank=True, help_text="The answer's body, base64.")
+    created_at = models.DateTimeField(db_index=True)
+    locked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="django_messenger_one_row_a_key"),
+        ]
+        verbose_name = "idempotency key"
+        verbose_name_plural = "idempotency keys"
+
+    def __str__(self) -> str:
+        return f"{self.owner or 'anonymous'} {self.key}"

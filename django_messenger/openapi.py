@@ -27,9 +27,10 @@ from drf_spectacular.extensions import OpenApiViewExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent, build_serializer_context, get_class
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
+from . import idempotency
 from .conf import SYNC_TRANSPORT, messenger_settings
 from .message_types import type_name
 from .mixins import (
@@ -41,6 +42,7 @@ from .mixins import (
 )
 from .persisters import dispatched_type
 from .routing import transport_name_for
+from .status import MessageStatusSerializer
 
 #: The action a write method runs, for views that are not viewsets.
 ACTIONS = {"POST": "create", "PUT": "update", "PATCH": "partial_update", "DELETE": "destroy"}
@@ -195,7 +197,18 @@ class MessengerAutoSchema(AutoSchema):
                 "accepted. Retry after `Retry-After` seconds; `Messenger-Message-Id` identifies the attempt."
             ),
         )
-        return responses
+        if view.messenger_idempotency_mode():
+            responses[409] = OpenApiResponse(
+                response=error,
+                description=(
+                    "A request with this Idempotency-Key is still being answered: retry after `Retry-After`."
+                ),
+            )
+            responses[422] = OpenApiResponse(
+                response=error,
+                description="This Idempotency-Key was used with another request (method, path or body).",
+            )
+        return dict(sorted(responses.items()))
 
     def messenger_response_headers(self) -> list[OpenApiParameter]:
         """The response headers of a messenger write, each with the status codes that carry it."""
@@ -220,6 +233,45 @@ class MessengerAutoSchema(AutoSchema):
                 ),
             ),
         ]
+        view = self._messenger_view()
+        if view.messenger_tracked():
+            headers.append(
+                OpenApiParameter(
+                    "Location",
+                    OpenApiTypes.URI,
+                    location=OpenApiParameter.HEADER,
+                    response=[success],
+                    required=True,
+                    description="The status resource of the message (pending, handled or failed): poll it.",
+                )
+            )
+        mode = view.messenger_idempotency_mode()
+        if mode:
+            headers += [
+                OpenApiParameter(
+                    idempotency.HEADER,
+                    idempotency.KEY_SCHEMA,
+                    location=OpenApiParameter.HEADER,
+                    required=mode == "required",
+                    description="A key of the client's: a retry with the same key and request replays "
+                    "the first answer and dispatches nothing (docs/async-http.md).",
+                ),
+                OpenApiParameter(
+                    idempotency.REPLAYED_HEADER,
+                    OpenApiTypes.STR,
+                    location=OpenApiParameter.HEADER,
+                    response=[success],
+                    description="`true` when this answer is the replay of an earlier request's.",
+                ),
+                OpenApiParameter(
+                    "Retry-After",
+                    OpenApiTypes.INT,
+                    location=OpenApiParameter.HEADER,
+                    response=[409],
+                    required=True,
+                    description="Seconds to wait before sending the request again.",
+                ),
+            ]
         if messenger_settings.RETRY_AFTER > 0:
             headers.append(
                 OpenApiParameter(
@@ -288,3 +340,27 @@ def _with_schema(method: Any, schema_class: type[AutoSchema]) -> Any:
 
     replacement.kwargs = {**method.kwargs, "schema": schema_class}  # type: ignore[attr-defined]
     return replacement
+
+
+class MessageStatusViewExtension(OpenApiViewExtension):
+    """The status resource of tracked writes: its body, and the 404 of an id the caller may not read."""
+
+    target_class = "django_messenger.status.MessageStatusView"
+
+    def view_replacement(self) -> type[APIView]:
+        view: type[APIView] = self.target
+        documented = extend_schema(
+            responses={
+                200: OpenApiResponse(
+                    response=MessageStatusSerializer,
+                    description="The message's status; poll again after `Retry-After` while pending.",
+                ),
+                404: OpenApiResponse(
+                    response=ERROR_SCHEMA,
+                    description="Unknown id, a forged or expired token, or someone else's write.",
+                ),
+            }
+        )
+        return documented(
+            type(view.__name__, (view,), {"__module__": view.__module__, "__doc__": view.__doc__})
+        )

@@ -22,11 +22,15 @@ from rest_framework.utils import model_meta
 from .bus import MessageBus, bus
 from .conf import messenger_settings
 from .envelope import Envelope
-from .stamps import OperationStamp, RemoveStamp, Stamp, UserStamp
+from .locator import locator
+from .stamps import OperationStamp, RemoveStamp, Stamp, TrackStamp, UserStamp
 
 
 class MessengerPersister:
     """Dispatches written objects instead of saving them; remembers the last envelope."""
+
+    #: Stamp dispatches with a TrackStamp, so that workers record their status (the view sets it).
+    track: bool = False
 
     def __init__(self, *, request: Any = None, message_bus: MessageBus = bus) -> None:
         self.request = request
@@ -58,6 +62,10 @@ class MessengerPersister:
             user = getattr(self.request, "user", None)
             if user is not None and user.is_authenticated:
                 stamps.append(UserStamp(user_id=str(user.pk)))
+        if self.track:
+            user = getattr(self.request, "user", None)
+            owner = str(user.pk) if user is not None and user.is_authenticated else ""
+            stamps.append(TrackStamp(owner=owner, handlers=len(locator.handlers_for(type(obj))) or 1))
         # A view writes nothing itself, so nothing waits for a commit: the send happens
         # before the answer, and a broker failure is a 503.
         self.envelope = self.bus.dispatch(obj, stamps=stamps, on_commit=False)

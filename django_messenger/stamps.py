@@ -127,6 +127,27 @@ class UserStamp(Stamp):
 
 
 @dataclass(frozen=True)
+class TrackStamp(Stamp):
+    """The message is tracked: workers record its outcome for its status resource.
+
+    ``owner`` is the primary key (as a string) of the user who sent it, empty for an
+    anonymous one; ``handlers`` how many handlers its type had when it was dispatched, so
+    that a fan-out reads ``handled`` only once every one of them handled it.
+    """
+
+    owner: str
+    handlers: int = 1
+    wire_name: ClassVar[str | None] = "track"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"owner": self.owner, "handlers": self.handlers}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> TrackStamp:
+        return cls(owner=str(data["owner"]), handlers=int(data["handlers"]))
+
+
+@dataclass(frozen=True)
 class HandledStamp(Stamp):
     """A handler ran in this process: its name and what it returned. Never sent."""
 
@@ -179,5 +200,6 @@ __all__ = [
     "RemoveStamp",
     "SentStamp",
     "Stamp",
+    "TrackStamp",
     "UserStamp",
 ]

@@ -17,6 +17,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("", include(router.urls)),
+    path("", include("django_messenger.urls")),  # the status resource of tracked writes: messages/<id>/
 ]
 
 

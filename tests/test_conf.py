@@ -237,3 +237,30 @@ def test_on_reload_returns_the_callback_for_use_as_a_decorator(monkeypatch: pyte
 
     assert on_reload(callback) is callback
     assert conf._reload_callbacks == [callback]
+
+
+def test_the_async_http_settings(settings: Any) -> None:
+    # Given the defaults, then values of each kind
+    del settings.MESSENGER
+    assert (messenger_settings.STATUS, messenger_settings.IDEMPOTENCY) == (False, "")
+    assert messenger_settings.IDEMPOTENCY_TTL == 24 * 3600
+    assert messenger_settings.STATUS_TTL == 7 * 24 * 3600
+    assert messenger_settings.IDEMPOTENCY_CACHE is None
+
+    settings.MESSENGER = {"IDEMPOTENCY": True, "STATUS": 1, "IDEMPOTENCY_TTL": "60"}
+    assert (messenger_settings.IDEMPOTENCY, messenger_settings.STATUS) == ("optional", True)
+    assert messenger_settings.IDEMPOTENCY_TTL == 60.0
+
+    settings.MESSENGER = {"IDEMPOTENCY": "required"}
+    assert messenger_settings.IDEMPOTENCY == "required"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("IDEMPOTENCY", "always"), ("IDEMPOTENCY_TTL", 0), ("STATUS", "yes"), ("IDEMPOTENCY_CACHE", "")],
+)
+def test_a_bad_async_http_setting_names_the_key(settings: Any, key: str, value: Any) -> None:
+    settings.MESSENGER = {key: value}
+
+    with pytest.raises(ImproperlyConfigured, match=re.escape(f"MESSENGER[{key!r}]")):
+        messenger_settings.STATUS  # noqa: B018

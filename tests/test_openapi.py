@@ -414,3 +414,32 @@ class TestTheDemoAnswersAsDocumented:
         assert response.status_code == 503
         assert response.has_header("Messenger-Message-Id")
         assert_documented(demo_schema, "/books/", "post", response)
+
+
+def test_a_tracked_idempotent_write_documents_location_the_key_409_and_422() -> None:
+    # Given the demo's books: tracked, with an optional Idempotency-Key
+    schema = schema_of("testproject.urls")
+    operation = schema["paths"]["/books/"]["post"]
+
+    # Then the 202 names its Location and the replay marker; the key is an optional request header
+    accepted = operation["responses"]["202"]["headers"]
+    assert accepted["Location"]["required"] is True
+    assert "Idempotent-Replayed" in accepted
+    [key] = [p for p in operation["parameters"] if p["in"] == "header" and p["name"] == "Idempotency-Key"]
+    assert not key.get("required", False)
+    assert operation["responses"]["409"]["headers"]["Retry-After"]["required"] is True
+    assert "422" in operation["responses"]
+    # And an untracked write without keys documents none of it
+    reset = schema["paths"]["/reset-password-requests/"]["post"]
+    assert "Location" not in reset["responses"]["202"]["headers"]
+    assert not {"409", "422"} & set(reset["responses"])
+
+
+def test_the_status_resource_documents_its_body() -> None:
+    schema = schema_of("testproject.urls")
+
+    [path_] = [p for p in schema["paths"] if p.startswith("/messages/")]
+    body = body_schema(schema, schema["paths"][path_]["get"]["responses"]["200"]["content"])
+    assert set(body["properties"]) == {"id", "status", "created_at", "updated_at", "error"}
+    assert resolve(schema, body["properties"]["status"])["enum"] == ["pending", "handled", "failed"]
+    assert "404" in schema["paths"][path_]["get"]["responses"]

@@ -20,6 +20,7 @@ from django_messenger.stamps import (
     RemoveStamp,
     SentStamp,
     Stamp,
+    TrackStamp,
     UserStamp,
 )
 
@@ -31,6 +32,8 @@ SENT_STAMPS = [
     OperationStamp("partial_update", fields=("title", "body"), lookup={"pk": "7"}),
     OperationStamp("destroy", fields=(), lookup={"pk": "7", "version": "3"}),
     UserStamp("42"),
+    TrackStamp(owner="42", handlers=2),
+    TrackStamp(owner=""),
 ]
 
 UNSENT_STAMPS = [
@@ -89,6 +92,7 @@ def test_stamp_types_holds_exactly_the_sent_stamps() -> None:
         "remove": RemoveStamp,
         "operation": OperationStamp,
         "user": UserStamp,
+        "track": TrackStamp,
     } == STAMP_TYPES
     assert {cls for cls in defined if cls.sent()} == set(STAMP_TYPES.values())
     assert {cls for cls in defined if not cls.sent()} == {HandledStamp, SentStamp, ReceivedStamp, OutboxStamp}

@@ -19,6 +19,10 @@ class BookViewSet(MessengerMixin, viewsets.ModelViewSet):
 
     queryset = Book.objects.order_by("id")
     serializer_class = BookSerializer
+    # The asynchronous HTTP contract (docs/async-http.md): each write's 202 carries a Location
+    # to poll (messages/<id>/), and a retried POST with the same Idempotency-Key is not sent twice.
+    messenger_track = True
+    messenger_idempotency = "optional"
 
     def perform_create(self, serializer: BookSerializer) -> None:
         # save() dispatches the unsaved Book; the extra field travels with it.

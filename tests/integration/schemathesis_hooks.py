@@ -1,4 +1,4 @@
-"""schemathesis hooks of the RabbitMQ run (test_schemathesis.py): a 202 DELETE is applied, then read.
+"""schemathesis hooks (test_schemathesis.py): a 202 DELETE is applied, then read; a new request, a new key.
 
 On the async transport a messenger DELETE answers 202 once the broker holds the message, and a
 worker deletes the resource a moment later: accepted, then applied, as CQRS has it. schemathesis's
@@ -10,11 +10,17 @@ the check judges the state the worker made. A worker that never applies it still
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from typing import Any
 
 import requests
 import schemathesis
+
+from django_messenger.idempotency import HEADER, KEY_SCHEMA, MAX_KEY_LENGTH
+
+_VALID_KEY = re.compile(str(KEY_SCHEMA["pattern"]))
 
 #: The longest a worker may take to apply an accepted DELETE, on a loaded machine.
 APPLY_WITHIN = 60.0
@@ -30,3 +36,16 @@ def after_call(context: Any, case: Any, response: Any) -> None:
         if requests.get(url, timeout=10).status_code == 404:
             return
         time.sleep(0.05)
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, **kwargs: Any) -> None:
+    """A valid ``Idempotency-Key`` made unique to the call: schemathesis sends one generated key
+    with many different bodies, which a client never does (the demo rightly answers 422). A
+    schema-violating key is left as it is, for the negative tests to see refused."""
+    headers = case.headers or {}
+    key = headers.get(HEADER)
+    if isinstance(key, str) and len(key) <= MAX_KEY_LENGTH and _VALID_KEY.fullmatch(key):
+        suffix = uuid.uuid4().hex
+        headers[HEADER] = f"{key[: MAX_KEY_LENGTH - len(suffix) - 1]}-{suffix}"
+        case.headers = headers

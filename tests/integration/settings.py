@@ -110,3 +110,12 @@ LOGGING = {
         "django_messenger": {"handlers": ["console"], "level": os.environ.get("MESSENGER_LOG_LEVEL", "INFO")}
     },
 }
+# Basic credentials too (after the session, so an anonymous write is still a 403, not a 401): the
+# status resource of tracked writes (django_messenger.urls) uses the project's authentication.
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,  # noqa: F405
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+}

@@ -10,7 +10,7 @@ from django_messenger import bus
 from django_messenger.mixins import MessengerMixin
 from django_messenger.viewsets import MessengerViewSet
 
-from .messages import Compute, Ping, RenameArticle, Shout
+from .messages import Compute, Flaky, Ping, RenameArticle, Shout
 from .models import Article
 from .serializers import ArticleSerializer, ComputeSerializer, PingSerializer, RenameArticleSerializer
 
@@ -81,3 +81,39 @@ class DelayedPingView(APIView):
 class ShoutViewSet(MessengerViewSet):
     serializer_class = PingSerializer
     message_class = Shout
+
+
+class TrackedPingViewSet(MessengerViewSet):
+    """Tracked writes (a status Location), with an optional Idempotency-Key."""
+
+    serializer_class = PingSerializer
+    message_class = Ping
+    messenger_track = True
+    messenger_idempotency = "optional"
+    authentication_classes = [authentication.BasicAuthentication, authentication.SessionAuthentication]
+
+
+class KeyedPingViewSet(MessengerViewSet):
+    """An Idempotency-Key is required."""
+
+    serializer_class = PingSerializer
+    message_class = Ping
+    messenger_idempotency = "required"
+    authentication_classes = [authentication.BasicAuthentication, authentication.SessionAuthentication]
+
+
+class TrackedShoutViewSet(MessengerViewSet):
+    """Tracked fan-out: Shout has two handlers."""
+
+    serializer_class = PingSerializer
+    message_class = Shout
+    messenger_track = True
+
+
+class TrackedFlakyViewSet(MessengerViewSet):
+    """Tracked writes whose handler fails until it is fixed."""
+
+    serializer_class = PingSerializer
+    message_class = Flaky
+    messenger_track = True
+    authentication_classes = [authentication.BasicAuthentication]

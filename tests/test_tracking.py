@@ -1,0 +1,225 @@
+"""The status resource of tracked writes (CONTRACT section 8), on the StubBroker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from django_messenger import tracking
+from django_messenger.encoding import decode_envelope
+from django_messenger.middleware import MessengerMiddleware
+from django_messenger.models import IdempotencyKey, MessageStatus
+from django_messenger.stamps import TrackStamp
+from tests.conftest import queued
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ada() -> User:
+    return User.objects.create_user("ada", password="pw")
+
+
+@pytest.fixture
+def ada_client(ada: User) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(ada)
+    return client
+
+
+def handled_by_worker(broker: Any, *, failed: bool = False) -> list[Any]:
+    """What a worker's MessengerMiddleware does after each queued message ran (or was dead-lettered)."""
+    middleware = MessengerMiddleware()
+    messages = queued(broker)
+    for message in messages:
+        if failed:
+            tracking.record_quietly(message.args[0], handler=message.actor_name, failed=True)
+        else:
+            middleware.after_process_message(broker, message)
+    return messages
+
+
+class TestLocation:
+    def test_a_tracked_write_answers_202_with_the_location_of_its_status(self, ada_client, broker):
+        response = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")
+
+        assert response.status_code == 202
+        message_id = response["Messenger-Message-Id"]
+        location = urlsplit(response["Location"])
+        assert (location.scheme, location.netloc) == ("http", "testserver")
+        assert location.path == f"/demo/messages/{message_id}/"
+        assert parse_qs(location.query)["token"]
+
+    def test_the_envelope_carries_a_track_stamp_with_the_sender(self, ada, ada_client, broker):
+        ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")
+
+        [message] = queued(broker)
+        assert decode_envelope(message.args[0]).last(TrackStamp) == TrackStamp(owner=str(ada.pk), handlers=1)
+
+    def test_an_untracked_write_has_no_location_and_no_track_stamp(self, api_client, broker):
+        response = api_client.post("/pings/", {"text": "hi"}, format="json")
+
+        assert response.status_code == 202
+        assert "Location" not in response
+        [message] = queued(broker)
+        assert decode_envelope(message.args[0]).last(TrackStamp) is None
+
+    def test_the_status_setting_tracks_every_messenger_view(self, api_client, broker, settings):
+        settings.MESSENGER = {**settings.MESSENGER, "STATUS": True}
+
+        response = api_client.post("/pings/", {"text": "hi"}, format="json")
+
+        assert "/demo/messages/" in response["Location"]
+
+    def test_no_database_row_is_written_at_dispatch(self, ada_client, broker, django_assert_num_queries):
+        with django_assert_num_queries(0):
+            response = ada_client.post("/tracked-shouts/", {"text": "hi"}, format="json")
+        assert response.status_code == 202
+
+
+class TestStatus:
+    def test_a_write_reads_pending_until_a_worker_handled_it_then_handled(self, ada_client, broker):
+        location = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")["Location"]
+
+        pending = ada_client.get(location)
+        assert pending.status_code == 200
+        assert pending.json()["status"] == "pending"
+        assert pending["Retry-After"] == "1"
+
+        handled_by_worker(broker)
+        body = ada_client.get(location).json()
+
+        assert body["status"] == "handled"
+        assert set(body) == {"id", "status", "created_at", "updated_at"}
+
+    def test_a_fan_out_is_handled_only_once_every_handler_handled_it(self, broker):
+        client = APIClient()
+        location = client.post("/tracked-shouts/", {"text": "hi"}, format="json")["Location"]
+        [fanned] = queued(broker)
+        payload = fanned.args[0]
+        stamp = tracking.track_stamp(payload)
+        assert stamp == TrackStamp(owner="", handlers=2)
+
+        tracking.record(
+            uuid.UUID(payload["id"]), stamp, handler="tests.testapp.handlers.shout_one", failed=False
+        )
+        assert client.get(location).json()["status"] == "pending"
+        tracking.record(
+            uuid.UUID(payload["id"]), stamp, handler="tests.testapp.handlers.shout_two", failed=False
+        )
+        assert client.get(location).json()["status"] == "handled"
+
+    def test_a_handler_failed_for_good_reads_failed_with_an_error_and_no_exception_text(
+        self, ada_client, broker
+    ):
+        location = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")["Location"]
+
+        handled_by_worker(broker, failed=True)
+        body = ada_client.get(location).json()
+
+        assert body["status"] == "failed"
+        assert body["error"] == tracking.FAILED_SUMMARY
+
+    def test_a_retried_failure_that_is_handled_reads_handled(self, ada_client, broker):
+        location = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")["Location"]
+        messages = handled_by_worker(broker, failed=True)
+
+        MessengerMiddleware().after_process_message(broker, messages[0])
+
+        assert ada_client.get(location).json()["status"] == "handled"
+
+    def test_another_user_gets_404_before_and_after_the_worker(self, ada_client, broker):
+        location = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")["Location"]
+        eve = APIClient()
+        eve.force_authenticate(User.objects.create_user("eve"))
+
+        assert eve.get(location).status_code == 404
+        handled_by_worker(broker)
+        assert eve.get(location).status_code == 404
+        assert APIClient().get(location).status_code == 404  # anonymous
+
+    def test_staff_read_a_recorded_status(self, ada_client, broker):
+        location = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")["Location"]
+        handled_by_worker(broker)
+        staff = APIClient()
+        staff.force_authenticate(User.objects.create_user("root", is_staff=True))
+
+        assert staff.get(urlsplit(location).path).json()["status"] == "handled"
+
+    def test_the_sender_reads_a_recorded_status_without_the_token(self, ada_client, broker):
+        location = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")["Location"]
+        handled_by_worker(broker)
+
+        assert ada_client.get(urlsplit(location).path).json()["status"] == "handled"
+
+    def test_an_anonymous_sender_reads_its_status_with_the_token_only(self, broker):
+        client = APIClient()
+        location = client.post("/tracked-shouts/", {"text": "hi"}, format="json")["Location"]
+        handled_by_worker(broker)
+
+        assert client.get(location).status_code == 200
+        assert client.get(urlsplit(location).path).status_code == 404
+
+    @pytest.mark.parametrize("token", ["", "nonsense", "1abc:forged"])
+    def test_an_unknown_id_or_a_forged_token_is_404(self, ada_client, token):
+        response = ada_client.get(f"/demo/messages/{uuid.uuid4()}/", {"token": token})
+
+        assert response.status_code == 404
+        assert response.json() == {"detail": "Not found."}
+
+    def test_a_token_of_another_message_is_404(self, ada_client, ada, broker):
+        token = tracking.make_token(uuid.uuid4(), str(ada.pk))
+
+        assert ada_client.get(f"/demo/messages/{uuid.uuid4()}/", {"token": token}).status_code == 404
+
+    def test_an_expired_token_is_404(self, ada_client, broker, settings):
+        location = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")["Location"]
+        settings.MESSENGER = {**settings.MESSENGER, "STATUS_TTL": 0.000001}
+
+        assert ada_client.get(location).status_code == 404
+
+    def test_a_sync_dispatch_reads_handled_at_once(self, ada_client, broker, sync_transport):
+        location = ada_client.post("/tracked-pings/", {"text": "hi"}, format="json")["Location"]
+
+        assert ada_client.get(location).json()["status"] == "handled"
+
+
+class TestMiddleware:
+    def test_an_untracked_message_writes_nothing(self, api_client, broker):
+        api_client.post("/pings/", {"text": "hi"}, format="json")
+
+        handled_by_worker(broker)
+
+        assert not MessageStatus.objects.exists()
+
+    def test_a_malformed_track_stamp_is_ignored(self):
+        payload = {"id": str(uuid.uuid4()), "stamps": [{"name": "track", "data": {"owner": "1"}}]}
+
+        tracking.record_quietly(payload, handler="x", failed=False)
+
+        assert not MessageStatus.objects.exists()
+
+
+class TestPrune:
+    def test_messenger_prune_deletes_old_statuses_and_expired_keys(self, settings, capsys):
+        now = timezone.now()
+        old, new = now - timedelta(days=8), now - timedelta(days=1)
+        for when in (old, new):
+            MessageStatus.objects.create(message_id=uuid.uuid4(), created_at=when, updated_at=when)
+            IdempotencyKey.objects.create(
+                key=str(when), fingerprint="f", created_at=when - timedelta(hours=24), locked_at=when
+            )
+
+        call_command("messenger_prune")
+
+        assert list(MessageStatus.objects.values_list("updated_at", flat=True)) == [new]
+        assert IdempotencyKey.objects.count() == 0
+        assert "Deleted 1 status record(s) and 2 idempotency key(s)." in capsys.readouterr().out
