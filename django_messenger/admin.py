@@ -227,7 +227,8 @@ class FailureDashboardAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-i
         except MessengerError as exc:
             self.message_user(request, f"{failed}: {exc}", messages.ERROR)
         else:
-            self.message_user(request, f"{failed} sent again to {failed.handler}.", messages.SUCCESS)
+            # a text that starts with a word: the admin capitalises the first letter of a message
+            self.message_user(request, f"Sent {failed} again to {failed.handler}.", messages.SUCCESS)
         return HttpResponseRedirect(dashboard)
 
 

@@ -403,7 +403,8 @@ def check_a_channel_error_fails_and_the_next_send_reconnects(
     publisher = make_publisher()
     with fails_in_time() as raised:
         publisher.publish(a_message(queue))
-    assert "406" in raised.value.reason
+    # (the reason, for the log, names RabbitMQ's refusal and what to do about it)
+    assert "PRECONDITION_FAILED" in raised.value.reason
     # When the queue is fixed, Then the same publisher works again
     with admin() as channel:
         channel.queue_delete(queue)

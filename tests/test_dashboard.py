@@ -108,7 +108,7 @@ def test_retry_sends_the_failure_again_and_says_so(failed: FailedMessage, broker
     response = client.post(reverse(DASHBOARD), {"retry": failed.pk}, follow=True)
 
     assert response.redirect_chain == [(reverse(DASHBOARD), 302)]
-    assert [str(m) for m in response.context["messages"]] == [f"{failed} sent again to {FLAKY}."]
+    assert [str(m) for m in response.context["messages"]] == [f"Sent {failed} again to {FLAKY}."]
     assert not FailedMessage.objects.filter(pk=failed.pk).exists()
     [message] = queued(broker)
     assert message.actor_name == FLAKY and message.args[0]["id"] == str(failed.message_id)

@@ -113,7 +113,7 @@ def test_a_staff_user_retries_a_failure_from_the_dashboard(
 
     # Then the page says it was sent again, the failure is gone, and the worker handles it
     success = browser.find_element(By.CSS_SELECTOR, "ul.messagelist li.success")
-    assert success.get_attribute("textContent").strip() == f"{failed} sent again to {FLAKY}."
+    assert success.get_attribute("textContent").strip() == f"Sent {failed} again to {FLAKY}."
     assert not browser.find_elements(By.CSS_SELECTOR, f'tr.failure[data-pk="{failed.pk}"]')
     browser.save_screenshot(str(artifacts_dir() / "dashboard-after-retry.png"))
     wait_for(
