@@ -67,6 +67,8 @@ class BenchBroker:
     confirm_modes: ClassVar[tuple[bool, ...]] = (True,)
     #: What the scripts print when they skip the unconfirmed variants on this broker.
     no_unconfirmed_note: ClassVar[str] = ""
+    #: The slowest drain (messages/s) that is not a failure: a drain waits N / this (at least 60 s).
+    slowest_rate: ClassVar[float] = 200.0
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -307,6 +309,8 @@ class Sqs(BenchBroker):
 
     name = "sqs"
     server = "SQS (moto)"
+    #: moto answers a few dozen calls a second (a receive, then a delete a message) on a loaded machine.
+    slowest_rate = 2.0
     no_unconfirmed_note = (
         "no unconfirmed variants on sqs: a send always waits for SQS's answer "
         "('confirms' in the labels means that wait)."

@@ -228,7 +228,13 @@ def main() -> None:
         else:
             raise SystemExit(f"Unknown variant {variant!r}.")
         try:
-            return drain(bench_broker, worker, queue, ready, timeout=max(60.0, args.messages / 200))
+            return drain(
+                bench_broker,
+                worker,
+                queue,
+                ready,
+                timeout=max(60.0, args.messages / bench_broker.slowest_rate),
+            )
         finally:
             worker.stop()
 
