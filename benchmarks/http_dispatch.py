@@ -191,6 +191,12 @@ def main() -> None:
     if args.broker != "rabbitmq" and any(v.key == "f" for v in variants):
         variants = [v for v in variants if v.key != "f"]
         notes.append(f"(f) celery skipped: the Celery variant runs on RabbitMQ only (not {args.broker}).")
+    if args.broker == "postgres" and any(v.outbox for v in variants):
+        variants = [v for v in variants if not v.outbox]
+        notes.append(
+            "(g) outbox skipped: on postgres the broker's enqueue already joins the caller's "
+            "transaction (its queue table is an outbox; check W017)."
+        )
     try:
         import celery  # noqa: F401
     except ImportError:
