@@ -354,12 +354,13 @@ class Sqs(BenchBroker):
         os.environ.update(self.env())  # the script's own clients (boto3 reads AWS_* from here)
 
     def sqs(self) -> Any:
-        return self.client().client()  # type: ignore[attr-defined]
+        # the "receive" role: the "send" one reads PUBLISH_TIMEOUT, and http_dispatch's script has no settings
+        return self.client().client("receive")  # type: ignore[attr-defined]
 
     def _url(self, queue: str) -> str | None:
         client = self.client()
         if queue in client.queue_names:  # declared here: the broker knows (or makes) its URL
-            url: str = client.queue_url(queue)  # type: ignore[attr-defined]
+            url: str = client.queue_url(queue, role="receive")  # type: ignore[attr-defined]
             return url
         sqs = self.sqs()
         try:
