@@ -7,7 +7,7 @@ options), so a ratio compares the layers above the broker and nothing else. The 
 project's processes find their entry by ``BENCH_BROKER`` (``settings.py``, ``raw_actor.py``);
 the scripts use the entry to put messages on a queue, count them and clean up.
 
-Adding a broker (Amazon SQS on a moto server, PostgreSQL with dramatiq-postgres...) is one
+Adding a broker is one
 subclass of :class:`BenchBroker` added to :data:`BROKERS`:
 
 - ``name`` (what ``--broker`` takes) and ``server``, the name the tables print;
@@ -20,6 +20,8 @@ subclass of :class:`BenchBroker` added to :data:`BROKERS`:
 - :meth:`~BenchBroker.depth` (messages ready on a queue, not those a worker fetched),
   :meth:`~BenchBroker.purge` and :meth:`~BenchBroker.cleanup` (remove every queue, key or
   row of the run), and :meth:`~BenchBroker.version` for the header line;
+- :meth:`~BenchBroker.databases`: the project's ``DATABASES`` when the broker needs one
+  (PostgreSQL: messenger's broker enqueues on Django's connection);
 - ``confirm_modes``: the ``BENCH_CONFIRM`` values that mean something on it. Only RabbitMQ
   can send without waiting for the broker (no publisher confirms); on the others a send
   always waits for the broker's answer, so the unconfirmed variants are skipped.
@@ -65,6 +67,8 @@ class BenchBroker:
     confirm_modes: ClassVar[tuple[bool, ...]] = (True,)
     #: What the scripts print when they skip the unconfirmed variants on this broker.
     no_unconfirmed_note: ClassVar[str] = ""
+    #: The slowest drain (messages/s) that is not a failure: a drain waits N / this (at least 60 s).
+    slowest_rate: ClassVar[float] = 200.0
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -123,6 +127,11 @@ class BenchBroker:
 
     def version(self) -> str:
         return "?"
+
+    @classmethod
+    def databases(cls) -> dict[str, Any] | None:
+        """The benchmark project's ``DATABASES`` when the broker needs one (None: an in-memory SQLite)."""
+        return None
 
     def close(self) -> None:
         if self._client is not None:
@@ -287,8 +296,255 @@ class Redis(BenchBroker):
         return str(self.redis().info("server").get("redis_version", "?"))
 
 
+class Sqs(BenchBroker):
+    """Amazon SQS as a moto server on ``BENCH_SQS_URL`` (http://127.0.0.1:5000 by default), messenger's
+    ``SQSBroker`` on both sides.
+
+    The benchmark starts no server: run one first (``moto_server -p 5000``, from ``moto[server]``
+    in the test extra), or point ``BENCH_SQS_URL`` at another endpoint. The credentials and region
+    are the environment's (``AWS_*``), ``x`` and ``us-east-1`` by default (what moto takes). Every
+    queue of a run is named ``<prefix>_<queue>`` (the broker's namespace); :meth:`cleanup` deletes
+    them and their dead-letter queues. The counts are SQS's approximate ones.
+    """
+
+    name = "sqs"
+    server = "SQS (moto)"
+    #: moto answers a few dozen calls a second (a receive, then a delete a message) on a loaded machine.
+    slowest_rate = 2.0
+    no_unconfirmed_note = (
+        "no unconfirmed variants on sqs: a send always waits for SQS's answer "
+        "('confirms' in the labels means that wait)."
+    )
+
+    @classmethod
+    def url(cls) -> str:
+        return os.environ.get("BENCH_SQS_URL", "http://127.0.0.1:5000")
+
+    @classmethod
+    def env(cls) -> dict[str, str]:
+        return {
+            "BENCH_SQS_URL": cls.url(),
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "x"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "x"),
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        }
+
+    @classmethod
+    def dramatiq_broker(cls, prefix: str, confirm: bool) -> dict[str, Any]:
+        return {
+            "BROKER": "django_messenger.brokers.sqs.SQSBroker",
+            "OPTIONS": {
+                "endpoint_url": cls.url(),
+                "namespace": prefix,
+                "region_name": cls.env()["AWS_DEFAULT_REGION"],
+            },
+        }
+
+    def require(self) -> None:
+        from benchmarks._common import Skip
+
+        parts = urlsplit(self.url())
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        if not port_open(host, port):
+            raise Skip(f"No SQS endpoint listens on {host}:{port} (start moto's: `moto_server -p {port}`).")
+        try:
+            import dramatiq_sqs  # noqa: F401
+        except ImportError:
+            raise Skip("dramatiq-sqs is not installed: pip install -e '.[sqs]'.") from None
+        os.environ.update(self.env())  # the script's own clients (boto3 reads AWS_* from here)
+
+    def sqs(self) -> Any:
+        # the "receive" role: the "send" one reads PUBLISH_TIMEOUT, and http_dispatch's script has no settings
+        return self.client().client("receive")  # type: ignore[attr-defined]
+
+    def _url(self, queue: str) -> str | None:
+        client = self.client()
+        if queue in client.queue_names:  # declared here: the broker knows (or makes) its URL
+            url: str = client.queue_url(queue, role="receive")  # type: ignore[attr-defined]
+            return url
+        sqs = self.sqs()
+        try:
+            found: str = sqs.get_queue_url(QueueName=f"{self.prefix}_{queue}")["QueueUrl"]
+        except sqs.exceptions.QueueDoesNotExist:
+            return None
+        return found
+
+    def publish(self, queue: str, messages: Iterable[Message[Any]], n: int) -> None:
+        """``SendMessageBatch`` of 10 messages a call (moto answers a few dozen calls a second)."""
+        from base64 import b64encode
+
+        from benchmarks._common import wait_for
+
+        client = self.client()
+        client.declare_queue(queue)
+        url, sqs = self._url(queue), self.sqs()
+        batch: list[dict[str, str]] = []
+        for message in messages:
+            batch.append({"Id": str(len(batch)), "MessageBody": b64encode(message.encode()).decode()})
+            if len(batch) == 10:
+                sqs.send_message_batch(QueueUrl=url, Entries=batch)
+                batch = []
+        if batch:
+            sqs.send_message_batch(QueueUrl=url, Entries=batch)
+        wait_for(lambda: self.depth(queue) >= n, timeout=60, what=f"{n} messages on {queue}")
+
+    def depth(self, queue: str) -> int:
+        url = self._url(queue)
+        if url is None:
+            return 0
+        found = self.sqs().get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(found["Attributes"]["ApproximateNumberOfMessages"])
+
+    def purge(self, queues: Iterable[str]) -> None:
+        for queue in queues:
+            url = self._url(queue)
+            if url is not None:
+                self.sqs().purge_queue(QueueUrl=url)
+
+    def cleanup(self, queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
+        sqs = self.sqs()
+        for url in sqs.list_queues(QueueNamePrefix=f"{self.prefix}_").get("QueueUrls", []):
+            sqs.delete_queue(QueueUrl=url)
+
+    def version(self) -> str:
+        import moto
+
+        return f"moto {moto.__version__}"
+
+
+class Postgres(BenchBroker):
+    """PostgreSQL with dramatiq-postgres: messenger's ``PostgresBroker`` on both sides.
+
+    The server is ``BENCH_PG_HOST``/``BENCH_PG_PORT``/``BENCH_PG_USER`` (127.0.0.1, 5432,
+    postgres), the database ``BENCH_PG_DB`` (``postgres``). Each run has a schema of its own
+    (``<prefix>`` with ``_`` for ``-``), created by :meth:`require` and dropped by
+    :meth:`cleanup`. messenger's broker enqueues on Django's ``default`` connection, so with this
+    broker the benchmark project's ``DATABASES`` is that database (:meth:`databases`); the workers
+    claim through the broker's pool on the same database.
+    """
+
+    name = "postgres"
+    server = "PostgreSQL"
+    no_unconfirmed_note = (
+        "no unconfirmed variants on postgres: a send always waits for PostgreSQL's commit "
+        "('confirms' in the labels means that wait)."
+    )
+
+    @classmethod
+    def env(cls) -> dict[str, str]:
+        return {
+            "BENCH_PG_HOST": os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
+            "BENCH_PG_PORT": os.environ.get("BENCH_PG_PORT", "5432"),
+            "BENCH_PG_USER": os.environ.get("BENCH_PG_USER", "postgres"),
+            "BENCH_PG_DB": os.environ.get("BENCH_PG_DB", "postgres"),
+        }
+
+    @classmethod
+    def url(cls) -> str:
+        env = cls.env()
+        return (
+            f"postgresql://{env['BENCH_PG_USER']}@{env['BENCH_PG_HOST']}:{env['BENCH_PG_PORT']}/"
+            f"{env['BENCH_PG_DB']}?connect_timeout=2"
+        )
+
+    @staticmethod
+    def schema(prefix: str) -> str:
+        return prefix.replace("-", "_")
+
+    @classmethod
+    def databases(cls) -> dict[str, Any]:
+        """The benchmark project's ``DATABASES`` with this broker: the queue table's database."""
+        env = cls.env()
+        return {
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "HOST": env["BENCH_PG_HOST"],
+                "PORT": env["BENCH_PG_PORT"],
+                "USER": env["BENCH_PG_USER"],
+                "NAME": env["BENCH_PG_DB"],
+                "CONN_MAX_AGE": 600,
+                "OPTIONS": {"connect_timeout": 2},
+            }
+        }
+
+    @classmethod
+    def dramatiq_broker(cls, prefix: str, confirm: bool) -> dict[str, Any]:
+        return {
+            "BROKER": "django_messenger.brokers.postgres.PostgresBroker",
+            "OPTIONS": {"url": cls.url(), "schema": cls.schema(prefix)},
+        }
+
+    def _execute(self, query: Any, params: Sequence[Any] = ()) -> list[Any]:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            cursor = connection.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def require(self) -> None:
+        from benchmarks._common import Skip
+
+        env = self.env()
+        host, port = env["BENCH_PG_HOST"], int(env["BENCH_PG_PORT"])
+        if not port_open(host, port):
+            raise Skip(f"PostgreSQL is not listening on {host}:{port}.")
+        try:
+            import psycopg
+            from dramatiq_postgres import init as init_schema
+        except ImportError:
+            raise Skip("dramatiq-postgres is not installed: pip install -e '.[postgres]'.") from None
+        with psycopg.connect(self.url()) as connection, connection.cursor() as cursor:
+            init_schema(cursor, schema=self.schema(self.prefix))
+
+    def _table(self) -> Any:
+        from psycopg import sql
+
+        return sql.Identifier(self.schema(self.prefix), "queue")
+
+    def publish(self, queue: str, messages: Iterable[Message[Any]], n: int) -> None:
+        """dramatiq-postgres' own enqueue, on the broker's pool (the script has no Django connection)."""
+        from dramatiq_postgres.broker import PostgresBroker
+
+        from benchmarks._common import wait_for
+
+        client = self.client()
+        client.declare_queue(queue)
+        for message in messages:
+            PostgresBroker.enqueue(client, message)
+        wait_for(lambda: self.depth(queue) >= n, timeout=60, what=f"{n} messages on {queue}")
+
+    def depth(self, queue: str) -> int:
+        from psycopg import sql
+
+        query = sql.SQL("SELECT count(*) FROM {} WHERE queue_name = %s AND state = 'queued'").format(
+            self._table()
+        )
+        return int(self._execute(query, (queue,))[0][0])
+
+    def purge(self, queues: Iterable[str]) -> None:
+        from psycopg import sql
+
+        names = [name for queue in queues for name in (queue, f"{queue}.DQ")]
+        self._execute(sql.SQL("DELETE FROM {} WHERE queue_name = ANY(%s)").format(self._table()), (names,))
+
+    def cleanup(self, queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
+        from psycopg import sql
+
+        self.close()
+        schema = sql.Identifier(self.schema(self.prefix))
+        self._execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+
+    def version(self) -> str:
+        return str(self._execute("SHOW server_version")[0][0])
+
+
 #: Every broker the benchmarks know, by ``--broker`` name.
-BROKERS: dict[str, type[BenchBroker]] = {"rabbitmq": Rabbitmq, "redis": Redis}
+BROKERS: dict[str, type[BenchBroker]] = {
+    "rabbitmq": Rabbitmq,
+    "redis": Redis,
+    "sqs": Sqs,
+    "postgres": Postgres,
+}
 
 
 def selected() -> type[BenchBroker]:

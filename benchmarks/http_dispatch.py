@@ -2,7 +2,8 @@
 
 One run compares, on gunicorn (2 workers; ``sync``, then ``gthread`` with 8 threads) loaded by
 ``wrk -t2 -c16`` on loopback, all views validating the same serializer and answering 202, every
-sending view on the same broker (``--broker``: ``rabbitmq``, the default, or ``redis``; see
+sending view on the same broker (``--broker``: ``rabbitmq``, the default, ``redis``, ``sqs`` or
+``postgres``; see
 ``benchmarks/brokers.py``):
 
   (a) bare       validate, answer 202, send nothing
@@ -24,7 +25,8 @@ each round) and every queue is purged after each measurement (nobody consumes). 
 median requests/s over the rounds, the min–max spread, and the ratios issue 4 names with the
 min–max of the per-round ratios as the noise band.
 
-Needs the broker's server (RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379) and wrk
+Needs the broker's server (RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379, an SQS endpoint
+on ``BENCH_SQS_URL``, PostgreSQL; see benchmarks/README.md) and wrk
 (``apt-get install -y wrk``).
 
     python -m benchmarks.http_dispatch               # ~3 minutes
@@ -189,6 +191,12 @@ def main() -> None:
     if args.broker != "rabbitmq" and any(v.key == "f" for v in variants):
         variants = [v for v in variants if v.key != "f"]
         notes.append(f"(f) celery skipped: the Celery variant runs on RabbitMQ only (not {args.broker}).")
+    if args.broker == "postgres" and any(v.outbox for v in variants):
+        variants = [v for v in variants if not v.outbox]
+        notes.append(
+            "(g) outbox skipped: on postgres the broker's enqueue already joins the caller's "
+            "transaction (its queue table is an outbox; check W017)."
+        )
     try:
         import celery  # noqa: F401
     except ImportError:

@@ -2,8 +2,8 @@
 
 N no-op messages (default 20,000) are published to a queue nobody consumes, then a worker
 is started on it and the drain is timed. The variants, all on the same broker (``--broker``:
-``rabbitmq``, the default, or ``redis``; see ``benchmarks/brokers.py``) with the same broker
-settings, Dramatiq middleware list and ``--processes P --threads T``:
+``rabbitmq``, the default, ``redis``, ``sqs`` or ``postgres``; see ``benchmarks/brokers.py``)
+with the same broker settings, Dramatiq middleware list and ``--processes P --threads T``:
 
   messenger        ``rundramatiq`` of the benchmark project, messenger's no-op handler
   dramatiq         the plain ``dramatiq`` CLI on ``benchmarks.raw_actor`` (one no-op actor,
@@ -228,7 +228,13 @@ def main() -> None:
         else:
             raise SystemExit(f"Unknown variant {variant!r}.")
         try:
-            return drain(bench_broker, worker, queue, ready, timeout=max(60.0, args.messages / 200))
+            return drain(
+                bench_broker,
+                worker,
+                queue,
+                ready,
+                timeout=max(60.0, args.messages / bench_broker.slowest_rate),
+            )
         finally:
             worker.stop()
 

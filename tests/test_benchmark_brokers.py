@@ -11,7 +11,7 @@ import pytest
 from dramatiq import Broker
 from dramatiq.middleware import Retries
 
-from benchmarks.brokers import BROKERS, DEFAULT, Rabbitmq, Redis, selected
+from benchmarks.brokers import BROKERS, DEFAULT, Postgres, Rabbitmq, Redis, Sqs, selected
 
 
 @pytest.mark.parametrize("name", list(BROKERS))
@@ -58,3 +58,33 @@ def test_the_processes_pick_their_entry_by_bench_broker(monkeypatch):
     monkeypatch.setenv("BENCH_BROKER", "carrier-pigeon")
     with pytest.raises(SystemExit, match="carrier-pigeon"):
         selected()
+
+
+def test_sqs_keeps_a_run_under_its_own_namespace_on_its_endpoint(monkeypatch):
+    monkeypatch.setenv("BENCH_SQS_URL", "http://127.0.0.1:5999")
+    config = Sqs.dramatiq_broker("bench-0123abcd", True)
+
+    assert config["BROKER"] == "django_messenger.brokers.sqs.SQSBroker"
+    assert config["OPTIONS"]["namespace"] == "bench-0123abcd"
+    assert config["OPTIONS"]["endpoint_url"] == "http://127.0.0.1:5999"
+    assert Sqs.env()["BENCH_SQS_URL"] == "http://127.0.0.1:5999"
+    assert Sqs.confirm_modes == (True,) and "sqs" in Sqs.no_unconfirmed_note
+    assert Sqs.databases() is None
+
+
+def test_postgres_keeps_a_run_in_a_schema_of_its_own_in_the_projects_database(monkeypatch):
+    monkeypatch.setenv("BENCH_PG_PORT", "5999")
+    monkeypatch.setenv("BENCH_PG_DB", "benchdb")
+    config = Postgres.dramatiq_broker("bench-0123abcd", True)
+
+    assert config["BROKER"] == "django_messenger.brokers.postgres.PostgresBroker"
+    assert config["OPTIONS"]["schema"] == "bench_0123abcd"
+    assert config["OPTIONS"]["url"].startswith("postgresql://postgres@127.0.0.1:5999/benchdb?")
+    # messenger's broker enqueues on Django's connection: the project's database is the queue table's
+    database = Postgres.databases()["default"]
+    assert (database["ENGINE"], database["PORT"], database["NAME"]) == (
+        "django.db.backends.postgresql",
+        "5999",
+        "benchdb",
+    )
+    assert Postgres.confirm_modes == (True,)

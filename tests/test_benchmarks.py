@@ -183,3 +183,18 @@ def test_dispatch_profile_prints_its_table(rabbitmq: None) -> None:
     assert "### In-process POST" in out
     for row in ("| bare", "| dramatiq", "| messenger"):
         assert row in out
+
+
+@pytest.mark.integration
+def test_worker_benchmark_on_postgres_prints_its_table() -> None:
+    # Given PostgreSQL (the test database's server; the run's schema is its own, dropped after)
+    if not port_open(5432):
+        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432.")
+    # When the worker benchmark drains its smoke load from dramatiq-postgres' table with each worker
+    out = run_script("worker", "--broker", "postgres")
+
+    # Then it printed messages/s and RSS of each and the ratios
+    assert "### Worker drain on postgres" in out
+    for row in ("| messenger", "| dramatiq", "| django-dramatiq"):
+        assert row in out
+    assert "### Ratios on postgres" in out and "msg/s, messenger / plain dramatiq" in out

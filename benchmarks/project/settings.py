@@ -12,8 +12,9 @@
   ``messenger_relay`` process publishes the rows.
 - ``BENCH_E2E_UDP_PORT``: where the end-to-end handlers report when they started.
 - ``BENCH_BROKER``: the broker, by its name in ``benchmarks.brokers.BROKERS`` (``rabbitmq``
-  by default, or ``redis``); that entry gives ``DRAMATIQ_BROKER``'s class and options and
-  reads its own variables (``BENCH_AMQP_URL``, ``BENCH_REDIS_URL``).
+  by default, ``redis``, ``sqs`` or ``postgres``); that entry gives ``DRAMATIQ_BROKER``'s class
+  and options and reads its own variables (``BENCH_AMQP_URL``, ``BENCH_REDIS_URL``,
+  ``BENCH_SQS_URL``, ``BENCH_PG_*``).
 
 Every side uses the same broker URL, options and Dramatiq middleware list; Django's own
 middleware list is empty and DRF authenticates nobody, so the views measure the layers
@@ -53,7 +54,8 @@ INSTALLED_APPS = [
 MIDDLEWARE: list[str] = []
 
 # Nothing on the measured paths touches the database.
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+# ... but PostgreSQL as the broker (its enqueue runs on Django's connection: BROKER.databases()).
+DATABASES = BROKER.databases() or {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 if OUTBOX:  # ... but the outbox: its rows are the messages
     DATABASES = {
         "default": {

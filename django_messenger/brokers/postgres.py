@@ -222,6 +222,9 @@ class PostgresBroker(dramatiq_postgres.PostgresBroker):
         super().__init__(url=url, pool=pool, results=results, schema=schema, prefix=prefix, **options)
         QUERIES.build_queries(schema, prefix)
         self.database = database
+        #: Where the queue table is: ``<schema>.<prefix>queue`` (dramatiq-postgres' defaults when not given).
+        self.schema = schema or "dramatiq"
+        self.prefix = prefix or ""
         #: Ids of the messages this process's consumers handed to Dramatiq and not yet acked.
         self.handed_out: set[str] = set()
         self.handed_out_lock = threading.Lock()

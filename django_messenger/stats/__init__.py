@@ -49,6 +49,8 @@ READERS: dict[str, str] = {
     "dramatiq.brokers.rabbitmq.RabbitmqBroker": "django_messenger.stats.rabbitmq",
     "dramatiq.brokers.redis.RedisBroker": "django_messenger.stats.redis",
     "dramatiq.brokers.stub.StubBroker": "django_messenger.stats.stub",
+    "django_messenger.brokers.sqs.SQSBroker": "django_messenger.stats.sqs",
+    "dramatiq_postgres.broker.PostgresBroker": "django_messenger.stats.postgres",
 }
 
 
