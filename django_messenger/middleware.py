@@ -68,8 +68,13 @@ class MessengerMiddleware(Middleware):
         self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         if exception is None:
-            if message.args and locator.handler_named(message.actor_name) is not None:
-                # A handler (not a fan-out) handled a message: its status, when tracked.
+            if (
+                message.args
+                and tracking.track_stamp(message.args[0]) is not None
+                and locator.handler_named(message.actor_name) is not None
+            ):
+                # A handler (not a fan-out) handled a tracked message: its status. An untracked
+                # message costs only the look for its stamp.
                 tracking.record_quietly(
                     message.args[0], handler=message.actor_name, failed=False, sent_at=_sent_at(message)
                 )
