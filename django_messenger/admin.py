@@ -19,6 +19,28 @@ from .exceptions import BrokerUnavailable, FailedMessageGone, MessengerError
 from .models import FailedMessage, FailureDashboard, OutboxMessage
 
 
+def retry_and_tell(model_admin: admin.ModelAdmin, request: HttpRequest, failed: FailedMessage) -> bool:  # type: ignore[type-arg,unused-ignore]
+    """Send ``failed`` again to its handler (``failures.retry``); tell the user why not, if not.
+
+    Returns whether it was sent.
+    """
+    try:
+        failures.retry(failed)
+    except FailedMessageGone as exc:
+        model_admin.message_user(request, f"{exc} Nothing was sent.", messages.WARNING)
+    except BrokerUnavailable:
+        model_admin.message_user(
+            request,
+            f"{failed}: the message broker did not accept it; it stays in the list. Retry later.",
+            messages.ERROR,
+        )
+    except MessengerError as exc:
+        model_admin.message_user(request, f"{failed}: {exc}", messages.ERROR)
+    else:
+        return True
+    return False
+
+
 def may_view_failures(request: HttpRequest) -> bool:
     """Whether the user may read the failure store: its *view* (or *change*) permission."""
     opts = FailedMessage._meta
@@ -65,21 +87,7 @@ class FailedMessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-igno
         description="Retry the selected messages (their failed handler only)", permissions=["retry"]
     )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[FailedMessage]) -> None:
-        sent = 0
-        for failed in queryset:
-            try:
-                failures.retry(failed)
-                sent += 1
-            except FailedMessageGone as exc:
-                self.message_user(request, f"{exc} Nothing was sent.", messages.WARNING)
-            except BrokerUnavailable:
-                self.message_user(
-                    request,
-                    f"{failed}: the message broker did not accept it; it stays in the list. Retry later.",
-                    messages.ERROR,
-                )
-            except MessengerError as exc:
-                self.message_user(request, f"{failed}: {exc}", messages.ERROR)
+        sent = sum(retry_and_tell(self, request, failed) for failed in queryset)
         if sent:
             self.message_user(request, f"{sent} message(s) sent again.", messages.SUCCESS)
 
@@ -214,19 +222,7 @@ class FailureDashboardAdmin(admin.ModelAdmin):  # type: ignore[type-arg,unused-i
                 messages.WARNING,
             )
             return HttpResponseRedirect(dashboard)
-        try:
-            failures.retry(failed)
-        except FailedMessageGone as exc:
-            self.message_user(request, f"{exc} Nothing was sent.", messages.WARNING)
-        except BrokerUnavailable:
-            self.message_user(
-                request,
-                f"{failed}: the message broker did not accept it; it stays in the list. Retry later.",
-                messages.ERROR,
-            )
-        except MessengerError as exc:
-            self.message_user(request, f"{failed}: {exc}", messages.ERROR)
-        else:
+        if retry_and_tell(self, request, failed):
             # a text that starts with a word: the admin capitalises the first letter of a message
             self.message_user(request, f"Sent {failed} again to {failed.handler}.", messages.SUCCESS)
         return HttpResponseRedirect(dashboard)
