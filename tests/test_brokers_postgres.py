@@ -110,6 +110,17 @@ def test_an_enqueue_outside_a_transaction_is_committed_at_once(pg, tables):
     assert tables.states("q") == {sent.message_id: "queued"}
 
 
+def test_an_enqueue_without_notify_is_committed_at_once_too(tables):
+    """``notify=False`` runs the same upsert without the NOTIFY that wakes the consumers."""
+    broker = PostgresBroker(url=url(), schema=tables.schema, middleware=[], notify=False)
+    try:
+        sent = broker.enqueue(message())
+    finally:
+        broker.close()
+
+    assert tables.states("q") == {sent.message_id: "queued"}
+
+
 def test_an_enqueue_inside_a_transaction_exists_if_and_only_if_it_commits(pg, tables):
     # When one transaction rolls back after its enqueue
     with pytest.raises(RolledBack), transaction.atomic():

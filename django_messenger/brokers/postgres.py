@@ -69,42 +69,31 @@ logger = logging.getLogger("django_messenger")
 #: The keys of a Django PostgreSQL database's OPTIONS that are Django's, not libpq's.
 DJANGO_OPTIONS = frozenset({"isolation_level", "server_side_binding", "pool", "assume_role"})
 
+#: dramatiq-postgres' enqueue upsert, with the body as text cast to jsonb (no psycopg adapter:
+#: it runs on Django's cursor); ENQUEUE adds the NOTIFY that wakes the consumers.
+UPSERT = dedent("""\
+    INSERT INTO {schema}.{tablename}
+    (queue_name, message_id, "state", message, available_at)
+    VALUES (%s, %s, 'queued', %s::jsonb, NOW() + make_interval(secs => %s / 1000.0))
+    ON CONFLICT (message_id)
+        DO UPDATE SET
+            "state" = 'queued',
+            message = EXCLUDED.message,
+            queue_name = EXCLUDED.queue_name,
+            available_at = EXCLUDED.available_at,
+            worker_id = NULL,
+            consumed_at = NULL,
+            mtime = NOW()""")
+
 QUERIES = QueryManager(
     {
-        # dramatiq-postgres' ENQUEUE, with the body as text cast to jsonb (no psycopg adapter:
-        # it runs on Django's cursor).
-        "ENQUEUE": dedent("""\
-        WITH enqueued AS (
-            INSERT INTO {schema}.{tablename}
-            (queue_name, message_id, "state", message, available_at)
-            VALUES (%s, %s, 'queued', %s::jsonb, NOW() + make_interval(secs => %s / 1000.0))
-            ON CONFLICT (message_id)
-                DO UPDATE SET
-                    "state" = 'queued',
-                    message = EXCLUDED.message,
-                    queue_name = EXCLUDED.queue_name,
-                    available_at = EXCLUDED.available_at,
-                    worker_id = NULL,
-                    consumed_at = NULL,
-                    mtime = NOW()
-            RETURNING queue_name
-        )
-        SELECT pg_notify('dramatiq.' || queue_name || '.enqueue', '') FROM enqueued;
-        """),
-        "ENQUEUE_QUIET": dedent("""\
-        INSERT INTO {schema}.{tablename}
-        (queue_name, message_id, "state", message, available_at)
-        VALUES (%s, %s, 'queued', %s::jsonb, NOW() + make_interval(secs => %s / 1000.0))
-        ON CONFLICT (message_id)
-            DO UPDATE SET
-                "state" = 'queued',
-                message = EXCLUDED.message,
-                queue_name = EXCLUDED.queue_name,
-                available_at = EXCLUDED.available_at,
-                worker_id = NULL,
-                consumed_at = NULL,
-                mtime = NOW();
-        """),
+        "ENQUEUE": (
+            "WITH enqueued AS (\n"
+            + UPSERT
+            + "\n    RETURNING queue_name\n)\n"
+            + "SELECT pg_notify('dramatiq.' || queue_name || '.enqueue', '') FROM enqueued;\n"
+        ),
+        "ENQUEUE_QUIET": UPSERT + ";\n",
         # dramatiq-postgres' CLAIM, returning each row's id with its body.
         "CLAIM": dedent("""\
         WITH next AS (
