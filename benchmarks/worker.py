@@ -6,6 +6,9 @@ is started on it and the drain is timed. The variants, all on the same broker (`
 with the same broker settings, Dramatiq middleware list and ``--processes P --threads T``:
 
   messenger        ``rundramatiq`` of the benchmark project, messenger's no-op handler
+  actor            ``rundramatiq`` of the same project (django_messenger installed, so the
+                   same middleware), a plain Dramatiq no-op actor: issue 8's baseline, "a plain
+                   Dramatiq actor of the same project under ``rundramatiq``"
   dramatiq         the plain ``dramatiq`` CLI on ``benchmarks.raw_actor`` (one no-op actor,
                    no Django: the same middleware minus django-dramatiq's DbConnections)
   django-dramatiq  ``rundramatiq`` of the same project without django_messenger in
@@ -15,7 +18,11 @@ with the same broker settings, Dramatiq middleware list and ``--processes P --th
 Timing excludes start-up: the clock starts at the first queue-depth poll after every worker
 process said it was ready and stops when the queue is empty; the rate is the messages left at
 the start divided by that time (in flight at the end: at most P x T x 2 prefetched messages).
-RSS is VmRSS of each worker process (not the parent) read from /proc once the queue is empty.
+CPU µs/msg is the user + system time every process of the worker (parent and children, all
+threads) spent over the same span, from /proc, divided by the same message count: what a message
+costs the worker whatever else the machine runs, where a rate on a shared machine also measures
+the others. RSS is VmRSS of each worker process (not the parent) read from /proc once the queue
+is empty.
 Rounds are interleaved (the order rotates); the table shows medians and min–max.
 
     python -m benchmarks.worker               # 20,000 messages, 3 rounds: ~2 minutes
@@ -40,6 +47,7 @@ from benchmarks._common import (
     amqp_channel,
     bench_env,
     children,
+    cpu_seconds,
     machine_info,
     median,
     new_prefix,
@@ -62,6 +70,8 @@ from benchmarks.brokers import BROKERS, DEFAULT, BenchBroker
 class Drain:
     rate: float
     measured: int
+    #: CPU time (user + system) the worker's processes spent per drained message, in µs
+    cpu_us: float
     worker_rss: list[float]
     main_rss: float | None
 
@@ -71,7 +81,8 @@ def drain(
 ) -> Drain:
     """Time the worker's drain of ``queue`` from the moment every process is ready."""
     wait_for(lambda: (worker.check_alive(), ready(worker.log()))[1], timeout=90, what=f"{worker.name} ready")
-    t_start, left = time.perf_counter(), broker.depth(queue)
+    pids = [worker.pid, *children(worker.pid)]
+    t_start, cpu_start, left = time.perf_counter(), cpu_seconds(pids), broker.depth(queue)
     deadline = t_start + timeout
     while True:
         depth = broker.depth(queue)
@@ -82,12 +93,13 @@ def drain(
             raise RuntimeError(f"{worker.name} did not drain {queue} in {timeout} s ({depth} left).")
         time.sleep(0.01)
     elapsed = now - t_start
+    cpu = cpu_seconds(pids) - cpu_start
     time.sleep(0.2)  # the last prefetched messages
-    pids = [pid for pid in children(worker.pid)]
-    rss = [value for value in (rss_mib(pid) for pid in pids) if value is not None]
+    rss = [value for value in (rss_mib(pid) for pid in children(worker.pid)) if value is not None]
     return Drain(
         rate=left / elapsed if left else float("nan"),
         measured=left,
+        cpu_us=cpu / left * 1e6 if left else float("nan"),
         worker_rss=rss,
         main_rss=rss_mib(worker.pid),
     )
@@ -101,7 +113,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--variants", default="messenger,dramatiq,django-dramatiq,celery")
+    parser.add_argument("--variants", default="messenger,actor,dramatiq,django-dramatiq,celery")
     parser.add_argument("--broker", choices=list(BROKERS), default=DEFAULT, help="default: %(default)s")
     parser.add_argument("--quick", action="store_true", help="smoke run: 500 messages, 1 round, 1 x 4")
     parser.add_argument("--summary", metavar="FILE", help="also write the target ratios to FILE as JSON")
@@ -189,6 +201,11 @@ def main() -> None:
             argv = [str(BIN / "dramatiq"), "benchmarks.raw_actor", *pt, "--queues", plain_queue]
             worker = start("dramatiq-plain", argv, {**env, "BENCH_PLAIN_QUEUE": plain_queue})
             queue, ready = plain_queue, dramatiq_ready
+        elif variant == "actor":
+            bench_broker.publish(raw_queue, raw_messages(raw_queue, n), n)
+            argv = [PYTHON, "-m", "benchmarks.project.manage", "rundramatiq", *pt, "--queues", raw_queue]
+            worker = start("rundramatiq-actor", argv, env)
+            queue, ready = raw_queue, dramatiq_ready
         elif variant == "django-dramatiq":
             bench_broker.publish(raw_queue, raw_messages(raw_queue, n), n)
             argv = [PYTHON, "-m", "benchmarks.project.manage", "rundramatiq", *pt, "--queues", raw_queue]
@@ -265,6 +282,7 @@ def main() -> None:
     for variant in variants:
         drains = results[variant]
         rates = [d.rate for d in drains]
+        cpu = [d.cpu_us for d in drains]
         rss = [value for d in drains for value in d.worker_rss]
         mains = [d.main_rss for d in drains if d.main_rss is not None]
         rows.append(
@@ -273,20 +291,35 @@ def main() -> None:
                 f"{median(rates):,.0f}",
                 spread(rates),
                 f"{median([d.measured for d in drains]):,.0f}",
+                f"{median(cpu):,.0f}",
+                spread(cpu, "{:,.0f}"),
                 f"{median(rss):.1f}" if rss else "-",
                 spread(rss, "{:.1f}"),
                 f"{median(mains):.1f}" if mains else "-",
             ]
         )
     print_table(
-        f"Worker drain on {args.broker}: messages/s and RSS per worker process (MiB), "
-        f"median of {args.rounds}",
-        ["variant", "msg/s", "min–max", "msgs timed", "RSS/worker", "RSS min–max", "RSS parent"],
+        f"Worker drain on {args.broker}: messages/s, the workers' CPU time per message and RSS "
+        f"per worker process (MiB), median of {args.rounds}",
+        [
+            "variant",
+            "msg/s",
+            "min–max",
+            "msgs timed",
+            "CPU µs/msg",
+            "CPU min–max",
+            "RSS/worker",
+            "RSS min–max",
+            "RSS parent",
+        ],
         rows,
     )
 
     def rates(variant: str) -> list[float]:
         return [d.rate for d in results.get(variant, [])]
+
+    def cpu_per_round(variant: str) -> list[float]:
+        return [d.cpu_us for d in results.get(variant, [])]
 
     def rss_per_round(variant: str) -> list[float]:
         return [median(d.worker_rss) for d in results.get(variant, []) if d.worker_rss]
@@ -294,7 +327,8 @@ def main() -> None:
     rows = []
     summary = []
     for num, den, target, label, values in [
-        ("messenger", "dramatiq", 0.9, "msg/s, messenger / plain dramatiq", rates),
+        ("messenger", "actor", 0.9, "msg/s, messenger / plain actor, same project", rates),
+        ("messenger", "dramatiq", None, "msg/s, messenger / plain dramatiq", rates),
         ("messenger", "django-dramatiq", None, "msg/s, messenger / django-dramatiq", rates),
         ("messenger", "celery", 2.0, "msg/s, messenger / celery prefork", rates),
         (
@@ -305,12 +339,21 @@ def main() -> None:
             rss_per_round,
         ),
         ("django-dramatiq", "dramatiq", None, "msg/s, django-dramatiq / plain dramatiq", rates),
+        ("messenger", "actor", None, "CPU/msg, messenger / plain actor, same project (lower)", cpu_per_round),
+        ("messenger", "dramatiq", None, "CPU/msg, messenger / plain dramatiq (lower)", cpu_per_round),
+        (
+            "messenger",
+            "django-dramatiq",
+            None,
+            "CPU/msg, messenger / django-dramatiq (lower)",
+            cpu_per_round,
+        ),
     ]:
         n, d = values(num), values(den)
         if not n or not d:
             continue
         value, band = ratio_band(n, d)
-        lower = values is rss_per_round
+        lower = values is rss_per_round or values is cpu_per_round
         if target:
             summary.append(
                 {

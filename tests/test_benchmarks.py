@@ -112,7 +112,7 @@ def test_targets_print_both_of_issue_8s_ratios_in_one_table(rabbitmq: None) -> N
     # Then it printed both scripts' tables, and one table with both targets
     assert "### Worker drain" in out and "### HTTP dispatch, gunicorn sync" in out
     summary = out.split("### Issue 8's speed targets")[1]
-    assert "worker: msg/s, messenger / plain dramatiq" in summary and ">= 0.9x" in summary
+    assert "worker: msg/s, messenger / plain actor, same project" in summary and ">= 0.9x" in summary
     assert "HTTP sync: (d)/(b) messenger confirmed / dramatiq confirmed" in summary and ">= 0.95x" in summary
 
 
@@ -122,11 +122,12 @@ def test_worker_benchmark_prints_its_table(rabbitmq: None) -> None:
     # When the worker benchmark drains its smoke load with each worker
     out = run_script("worker")
 
-    # Then it printed messages/s and RSS of each, and the ratios
-    assert "### Worker drain" in out
-    for row in ("| messenger", "| dramatiq", "| django-dramatiq"):
+    # Then it printed messages/s, CPU per message and RSS of each, and the ratios
+    assert "### Worker drain" in out and "CPU µs/msg" in out
+    for row in ("| messenger", "| actor", "| dramatiq", "| django-dramatiq"):
         assert row in out
-    assert "### Ratios" in out
+    assert "### Ratios" in out and "msg/s, messenger / plain actor, same project" in out
+    assert "CPU/msg, messenger / plain dramatiq" in out
 
 
 @pytest.mark.integration

@@ -320,3 +320,33 @@ def test_the_admin_lists_the_rows_waiting_for_the_relay(outbox, admin_client):
     row = OutboxMessage.objects.get()
     change = reverse("admin:django_messenger_outboxmessage_change", args=[row.pk])
     assert admin_client.get(change).status_code == 200
+
+
+def test_the_app_puts_the_relay_middleware_on_a_broker_only_with_an_outbox(settings):
+    # Given two fresh brokers with Dramatiq's default middleware
+    from dramatiq.brokers.stub import StubBroker
+    from dramatiq.middleware import Retries
+
+    from django_messenger.apps import add_middleware
+    from django_messenger.delays import DelayHopMiddleware
+    from django_messenger.retries import RetryGuard
+
+    without, with_outbox = StubBroker(), StubBroker()
+
+    # When the app adds its middleware to one with no outbox, then to one with an outbox
+    add_middleware(without)
+    settings.MESSENGER = {**settings.MESSENGER, "TRANSPORTS": {"async": {"outbox": True}}}
+    add_middleware(with_outbox)
+    add_middleware(with_outbox)  # twice: nothing is added again
+
+    # Then only the second has the relay's middleware (a no-op one costs every message a call
+    # for each hook), once; both have the rest, RetryGuard before Retries, the delay hop last
+    def kinds(broker):
+        return [type(middleware) for middleware in broker.middleware]
+
+    assert RelayMiddleware not in kinds(without)
+    assert kinds(with_outbox).count(RelayMiddleware) == 1
+    for broker in (without, with_outbox):
+        assert kinds(broker).index(RetryGuard) < kinds(broker).index(Retries)
+        assert kinds(broker)[-1] is DelayHopMiddleware
+    assert [kind for kind in kinds(with_outbox) if kind is not RelayMiddleware] == kinds(without)

@@ -267,7 +267,10 @@ def _declare_handler_actor(handler: Handler, broker: Any, queue_name: str) -> An
             raise MessageDecodingFailed(
                 f"{handler.actor_name} handles {handler.message_type!r}, not {type(envelope.message)!r}."
             )
-        call(handler, envelope)
+        if handler.idempotent is True:
+            call(handler, envelope)  # once per message: its record and the handler in one transaction
+        else:
+            handler.call(envelope)  # nothing to record: no Outcome built for a result a worker drops
 
     run.__name__ = getattr(handler.fn, "__name__", "handler")
     run.__qualname__ = getattr(handler.fn, "__qualname__", run.__name__)
