@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from drf_spectacular.generators import SchemaGenerator
 from rest_framework import renderers
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.test import APIRequestFactory
@@ -273,6 +274,21 @@ class TestOptions:
         assert response.status_code == 200
         assert '"title"' in text(response)
         assert '"body"' not in text(response)
+
+
+def test_form_options_and_schema_agree_on_the_body_of_an_input_delete(api_client, article):
+    # Given the input view's DELETE, as the browsable page, OPTIONS and the OpenAPI schema tell it
+    page = text(api_client.get(f"/renamed-articles/{article.pk}/", HTTP_ACCEPT=HTML))
+    options = api_client.options(f"/renamed-articles/{article.pk}/").json()["actions"]["DELETE"]
+    schema = SchemaGenerator(urlconf="tests.testapp.urls").get_schema(request=None, public=True)
+    body = schema["paths"]["/renamed-articles/{id}/"]["delete"]["requestBody"]
+    ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+
+    # Then all three name the same required fields
+    required = {name for name, field in options.items() if field["required"]}
+    assert fields_of(section(page, "delete-object-form")) == required == {"title"}
+    assert body["required"] is True
+    assert set(schema["components"]["schemas"][ref]["required"]) == required
 
 
 class TestProjectClasses:
