@@ -4,7 +4,9 @@
 ``perform_*`` hooks) the command side of CQRS: POST, PUT, PATCH and DELETE validate,
 dispatch and answer 202 with an empty body and a ``Messenger-Message-Id`` header;
 GET stays ordinary DRF. ``MessengerCreateMixin``, ``MessengerUpdateMixin`` and
-``MessengerDestroyMixin`` are its parts, for other compositions.
+``MessengerDestroyMixin`` are its parts, for other compositions. A client that asks for HTML
+gets DRF's browsable page of the answer instead (browsable.py), and OPTIONS and the browsable
+forms describe the serializer each write validates (metadata.py).
 """
 
 from __future__ import annotations
@@ -166,7 +168,11 @@ class MessengerViewMixin:
         """The serializer a ``method`` request fills in, for forms and OPTIONS, when it is not
         ``get_serializer()``'s: ``input_serializer_class`` for a ``messenger = "input"`` write (a
         DELETE's included, which validates a body); None otherwise."""
-        if self.messenger != "input" or not isinstance(self, MESSENGER_WRITES.get(method.upper(), ())):
+        mixin, action = MESSENGER_WRITES.get(method.upper(), ((), None))
+        if self.messenger != "input" or not isinstance(self, mixin):
+            return None
+        routed = getattr(self, "action_map", None)  # a viewset's route: its own @action keeps its serializer
+        if routed is not None and routed.get(method.lower()) != action:
             return None
         kwargs.pop("instance", None)  # an input DTO is built from the request alone
         return self.get_messenger_serializer(*args, **kwargs)
@@ -398,10 +404,10 @@ class MessengerMixin(MessengerCreateMixin, MessengerUpdateMixin, MessengerDestro
     """POST, PUT, PATCH and DELETE dispatched through the bus; reads stay DRF's."""
 
 
-#: The mixin that dispatches each write method.
-MESSENGER_WRITES: dict[str, type] = {
-    "POST": MessengerCreateMixin,
-    "PUT": MessengerUpdateMixin,
-    "PATCH": MessengerUpdateMixin,
-    "DELETE": MessengerDestroyMixin,
+#: The mixin and the viewset action that dispatch each write method.
+MESSENGER_WRITES: dict[str, tuple[type, str]] = {
+    "POST": (MessengerCreateMixin, "create"),
+    "PUT": (MessengerUpdateMixin, "update"),
+    "PATCH": (MessengerUpdateMixin, "partial_update"),
+    "DELETE": (MessengerDestroyMixin, "destroy"),
 }

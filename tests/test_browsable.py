@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework import renderers
+from rest_framework.decorators import action
 from rest_framework.metadata import SimpleMetadata
+from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 
 from django_messenger.browsable import MessengerBrowsableAPIRenderer, for_messenger
@@ -25,7 +27,7 @@ from django_messenger.stamps import OperationStamp, RemoveStamp
 from tests.conftest import queued
 from tests.testapp.messages import Ping, RenameArticle
 from tests.testapp.models import Article, Effect
-from tests.testapp.views import PingViewSet
+from tests.testapp.views import PingViewSet, RenameArticleViewSet
 
 pytestmark = pytest.mark.django_db
 
@@ -267,6 +269,17 @@ class TestOptions:
         detail = api_client.options("/renamed-articles/999999/").json()
 
         assert "actions" not in detail, "DRF leaves PUT out (404), messenger the DELETE too"
+
+    def test_a_viewset_s_own_action_keeps_its_own_serializer(self):
+        class WithAction(RenameArticleViewSet):
+            @action(detail=False, methods=["post"])
+            def publish(self, request: Any) -> Response:
+                return Response(status=204)
+
+        view = WithAction.as_view({"post": "publish"})
+        actions = view(APIRequestFactory().options("/renamed-articles/publish/")).data["actions"]
+
+        assert {"title", "body", "price"} <= set(actions["POST"]), "the action's serializer, not the input's"
 
     def test_the_options_page_of_the_browsable_api_shows_the_input_fields(self, api_client):
         response = api_client.options("/renamed-articles/", HTTP_ACCEPT=HTML)
