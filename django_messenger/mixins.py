@@ -4,11 +4,15 @@
 ``perform_*`` hooks) the command side of CQRS: POST, PUT, PATCH and DELETE validate,
 dispatch and answer 202 with an empty body and a ``Messenger-Message-Id`` header;
 GET stays ordinary DRF. ``MessengerCreateMixin``, ``MessengerUpdateMixin`` and
-``MessengerDestroyMixin`` are its parts, for other compositions.
+``MessengerDestroyMixin`` are its parts, for other compositions. A client that asks for HTML
+gets DRF's browsable page of the answer instead (browsable.py), and OPTIONS and the browsable
+forms describe the serializer each write validates (metadata.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -21,10 +25,11 @@ from django.urls import reverse
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from . import idempotency, tracking
+from . import browsable, idempotency, metadata, tracking
 from .conf import IDEMPOTENCY_MODES, messenger_settings
 from .envelope import Envelope
 from .exceptions import BrokerUnavailable, IdempotencyKeyMissing, RequestTooLarge
@@ -157,6 +162,53 @@ class MessengerViewMixin:
         self.attach_persister(serializer)
         return serializer
 
+    # -- the browsable API and OPTIONS (browsable.py, metadata.py) --------------------------
+
+    def get_messenger_form_serializer(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The serializer a ``method`` request fills in, for forms and OPTIONS, when it is not
+        ``get_serializer()``'s: ``input_serializer_class`` for a ``messenger = "input"`` write (a
+        DELETE's included, which validates a body); None otherwise."""
+        mixin, action = MESSENGER_WRITES.get(method.upper(), ((), None))
+        if self.messenger != "input" or not isinstance(self, mixin):
+            return None
+        routed = getattr(self, "action_map", None)  # a viewset's route: its own @action keeps its serializer
+        if routed is not None and routed.get(method.lower()) != action:
+            return None
+        kwargs.pop("instance", None)  # an input DTO is built from the request alone
+        return self.get_messenger_serializer(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def describing_writes(self) -> Iterator[None]:
+        """While DRF's browsable API builds its forms, or OPTIONS describes the writes (both set
+        ``self.request`` to a copy with the write's method), ``get_serializer()`` builds the
+        serializer that write validates (:meth:`get_messenger_form_serializer`)."""
+        if self.messenger != "input":
+            yield
+            return
+        own = self.get_serializer  # type: ignore[attr-defined]
+
+        def get_serializer(*args: Any, **kwargs: Any) -> Any:
+            found = self.get_messenger_form_serializer(self.request.method or "", *args, **kwargs)
+            return found if found is not None else own(*args, **kwargs)
+
+        self.__dict__["get_serializer"] = get_serializer  # an instance attribute, removed below
+        try:
+            yield
+        finally:
+            del self.__dict__["get_serializer"]
+
+    def get_renderers(self) -> list[BaseRenderer]:
+        """The view's renderers, a browsable API renderer showing what a write did (browsable.py)."""
+        return [browsable.for_messenger(renderer) for renderer in super().get_renderers()]  # type: ignore[misc]
+
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        """DRF's OPTIONS, describing the fields each write validates (metadata.py)."""
+        if self.metadata_class is None:  # type: ignore[attr-defined]
+            return super().options(request, *args, **kwargs)  # type: ignore[misc]
+        metadata_class = metadata.for_messenger(self.metadata_class)  # type: ignore[attr-defined]
+        found = metadata_class().determine_metadata(request, self)  # type: ignore[arg-type]
+        return Response(found, status=200)
+
     def attach_persister(self, serializer: serializers.BaseSerializer[Any]) -> None:
         """Make ``serializer.save()`` hand its object to the persister."""
         cls = dispatched_type(self, type(serializer))
@@ -241,6 +293,9 @@ class MessengerViewMixin:
                 response.render()
             headers = {name: response[name] for name in idempotency.KEPT_HEADERS if name in response}
             body = b"" if getattr(response, "streaming", False) else bytes(response.content)
+            if getattr(response, "messenger_empty", False):  # a browsable page: replay the API's answer
+                headers.pop("Content-Type", None)
+                body = b""
             claim.finish(idempotency.Answer(response.status_code, headers, body))
         except BaseException:
             claim.release()
@@ -280,6 +335,11 @@ class MessengerViewMixin:
             if handled is not None and handled.result is not None:
                 data = self.get_serializer(handled.result).data  # type: ignore[attr-defined]
                 return Response(data, status=self.messenger_status, headers=headers)
+        if browsable.asks_for_html(self.request, getattr(self, "format_kwarg", None)):
+            # A person at DRF's browsable API: its page, showing this answer's status and headers.
+            page = Response(None, status=self.messenger_status, headers=headers)
+            page.messenger_empty = True  # type: ignore[attr-defined]  # what API clients get: no body
+            return page
         response = HttpResponse(status=self.messenger_status, headers=headers)
         del response["Content-Type"]
         response["Content-Length"] = "0"
@@ -342,3 +402,12 @@ class MessengerDestroyMixin(MessengerViewMixin):
 
 class MessengerMixin(MessengerCreateMixin, MessengerUpdateMixin, MessengerDestroyMixin):
     """POST, PUT, PATCH and DELETE dispatched through the bus; reads stay DRF's."""
+
+
+#: The mixin and the viewset action that dispatch each write method.
+MESSENGER_WRITES: dict[str, tuple[type, str]] = {
+    "POST": (MessengerCreateMixin, "create"),
+    "PUT": (MessengerUpdateMixin, "update"),
+    "PATCH": (MessengerUpdateMixin, "partial_update"),
+    "DELETE": (MessengerDestroyMixin, "destroy"),
+}

@@ -7,6 +7,7 @@ developer's machine and fail in CI (``CI`` set), as Dramatiq's own suite does.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,14 @@ from typing import Any
 
 import pika
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.amqp import RABBITMQ
 from tests.faultproxy import FaultProxy
 
-from .processes import Process, port_open, start_server, start_worker
+from .processes import ROOT, Process, port_open, start_server, start_worker
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672"
 
@@ -105,6 +109,45 @@ def server(process_env: dict[str, str], log_dir: Path) -> Iterator[str]:
     process, url = start_server(process_env, log_dir, wsgi="tests.integration.wsgi:application")
     yield url
     process.stop()
+
+
+# --- the browser tests (test_dashboard_browser.py, test_browsable_browser.py) ----------------------
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where browser tests save their screenshots: ``artifacts/`` or ``MESSENGER_ARTIFACTS_DIR``."""
+    directory = Path(os.environ.get("MESSENGER_ARTIFACTS_DIR") or ROOT / "artifacts")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def static_server(process_env: dict[str, str], log_dir: Path) -> Iterator[str]:
+    """The integration server (gunicorn), serving the static files (the admin's, DRF's) too."""
+    process, url = start_server(process_env, log_dir, wsgi="tests.integration.dashboard_wsgi:application")
+    yield url
+    process.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    """Headless Chromium driven by Selenium: skipped without it, failed in CI (.ci/run installs it)."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        reason = "Chromium is not installed (apt-get install -y chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: .ci/run installs it.")
+        pytest.skip(f"{reason}.")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1400"):
+        options.add_argument(argument)
+    session = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    session.set_page_load_timeout(60)
+    session.implicitly_wait(10)  # a loaded machine: elements may take a while
+    yield session
+    session.quit()
 
 
 # --- the publisher fault tests (test_publishing_faults.py) -----------------------------------------

@@ -4,21 +4,17 @@
 A real worker records a failure; the browser logs in, finds the dashboard from the admin index,
 sees the queues, the chart and the failure, retries it, and sees the result; the worker then
 handles the message. Screenshots go to ``artifacts/`` (or ``MESSENGER_ARTIFACTS_DIR``).
-Without Chromium the test is skipped, and fails in CI (``.ci/run`` installs it).
+Without Chromium the test is skipped, and fails in CI (``.ci/run`` installs it); the
+``browser``, ``static_server`` and ``artifacts`` fixtures are in conftest.py.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -26,7 +22,7 @@ from django_messenger.models import FailedMessage
 from tests.testapp.messages import Flaky
 from tests.testapp.models import Effect
 
-from .processes import ROOT, Process, start_server, wait_for
+from .processes import Process, wait_for
 from .rabbit import send_good_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,41 +31,8 @@ FLAKY = "tests.testapp.handlers.flaky"
 ADMIN = "/demo/admin/"
 
 
-def artifacts_dir() -> Path:
-    directory = Path(os.environ.get("MESSENGER_ARTIFACTS_DIR") or ROOT / "artifacts")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
-
-
-@pytest.fixture
-def static_server(process_env: dict[str, str], log_dir: Path) -> Iterator[str]:
-    """The integration server (gunicorn), serving the admin's static files too."""
-    process, url = start_server(process_env, log_dir, wsgi="tests.integration.dashboard_wsgi:application")
-    yield url
-    process.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[WebDriver]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        reason = "Chromium is not installed (apt-get install -y chromium chromium-driver)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}: .ci/run installs it.")
-        pytest.skip(f"{reason}.")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1400"):
-        options.add_argument(argument)
-    session = webdriver.Chrome(service=Service(executable_path=driver), options=options)
-    session.set_page_load_timeout(60)
-    session.implicitly_wait(10)  # a loaded machine: elements may take a while
-    yield session
-    session.quit()
-
-
 def test_a_staff_user_retries_a_failure_from_the_dashboard(
-    browser: WebDriver, static_server: str, worker: Process, queue_name: str
+    browser: WebDriver, static_server: str, worker: Process, queue_name: str, artifacts: Path
 ) -> None:
     server = static_server
     # Given a failure recorded by a real worker (the flaky handler fails until it is fixed)
@@ -105,7 +68,7 @@ def test_a_staff_user_retries_a_failure_from_the_dashboard(
     link = row.find_element(By.LINK_TEXT, str(envelope.message_id))
     assert link.get_attribute("href").endswith(f"/django_messenger/failedmessage/{failed.pk}/change/")
     assert "is not fixed yet" in row.text
-    browser.save_screenshot(str(artifacts_dir() / "dashboard-with-a-failure.png"))
+    browser.save_screenshot(str(artifacts / "dashboard-with-a-failure.png"))
 
     # When the cause is fixed and the user retries it
     Effect.objects.create(handler="fixed", message_id=uuid.uuid4(), payload={"text": text})
@@ -115,7 +78,7 @@ def test_a_staff_user_retries_a_failure_from_the_dashboard(
     success = browser.find_element(By.CSS_SELECTOR, "ul.messagelist li.success")
     assert success.get_attribute("textContent").strip() == f"Sent {failed} again to {FLAKY}."
     assert not browser.find_elements(By.CSS_SELECTOR, f'tr.failure[data-pk="{failed.pk}"]')
-    browser.save_screenshot(str(artifacts_dir() / "dashboard-after-retry.png"))
+    browser.save_screenshot(str(artifacts / "dashboard-after-retry.png"))
     wait_for(
         lambda: Effect.objects.filter(handler="flaky", message_id=envelope.message_id).exists(),
         timeout=60,

@@ -77,6 +77,12 @@ def save_article(message: Article, envelope: Envelope) -> None:
 @handler
 def rename_article(message: RenameArticle, envelope: Envelope) -> None:
     received.append(envelope)
+    operation = envelope.last(OperationStamp)
+    Effect.objects.create(
+        handler="rename_article",
+        message_id=envelope.message_id,
+        payload={"title": message.title, "operation": operation.operation if operation else None},
+    )
 
 
 class NotFixedYet(RuntimeError):
