@@ -62,6 +62,48 @@ def bench_env(prefix: str, **extra: str) -> dict[str, str]:
     }
 
 
+def pg_env() -> dict[str, str]:
+    """The ``BENCH_PG_*`` variables of this process, for the processes a script starts."""
+    return {key: value for key, value in os.environ.items() if key.startswith("BENCH_PG_")}
+
+
+def _pg_params(env: dict[str, str]) -> dict[str, str]:
+    return {
+        "host": env.get("BENCH_PG_HOST", "127.0.0.1"),
+        "port": env.get("BENCH_PG_PORT", "5432"),
+        "user": env.get("BENCH_PG_USER", "postgres"),
+    }
+
+
+def require_postgres(env: dict[str, str], what: str) -> None:
+    """Skip (status 2) unless PostgreSQL listens where ``BENCH_PG_*`` say; ``what`` needs it."""
+    host, port = env.get("BENCH_PG_HOST", "127.0.0.1"), int(env.get("BENCH_PG_PORT", "5432"))
+    if not port_open(port, host):
+        raise Skip(f"{what} needs PostgreSQL on {host}:{port} (BENCH_PG_HOST, BENCH_PG_PORT).")
+
+
+def create_database(name: str, env: dict[str, str]) -> None:
+    """Create the PostgreSQL database ``name`` and migrate it (django_messenger's tables).
+
+    ``env`` is the environment of a benchmark project process whose ``default`` database is
+    ``name`` (``BENCH_OUTBOX_DB`` or ``BENCH_DB``).
+    """
+    import psycopg
+
+    with psycopg.connect(**_pg_params(env), dbname="postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run(
+        [PYTHON, "-m", "django", "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True, timeout=120
+    )
+
+
+def drop_database(name: str, env: dict[str, str]) -> None:
+    import psycopg
+
+    with psycopg.connect(**_pg_params(env), dbname="postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def require_wrk() -> str:
     path = shutil.which("wrk")
     if path is None:

@@ -15,6 +15,18 @@ sending view on the same broker (``--broker``: ``rabbitmq``, the default, ``redi
   (g) messenger  the transactional outbox: the view commits a row to PostgreSQL (a database
                  of the run's own, on 127.0.0.1:5432 or ``BENCH_PG_*``) and answers; a
                  ``messenger_relay`` process publishes the rows with confirms meanwhile
+  (h) messenger  confirms, status tracking on (``messenger_track = True``): a TrackStamp on the
+                 envelope and a ``Location`` with a signed token on each 202
+  (i) messenger  confirms, each request with a NEW ``Idempotency-Key`` (``post_keyed.lua``),
+                 the keys in PostgreSQL: a claim and a store per request
+  (j) messenger  the same, the keys in a Redis cache (``IDEMPOTENCY_CACHE``; 127.0.0.1:6379 or
+                 ``BENCH_REDIS_URL``, under the run's own key prefix, deleted at the end)
+
+(h), (i) and (j) are issue 11's pieces when on, to compare with (d): they are not in the
+default ``--variants`` (``--variants dhij`` runs them). Their gunicorns' database is a
+PostgreSQL database of the run's own, created, migrated and dropped like (g)'s; (d)'s touches
+no database (an untracked write without a key writes nothing). Before measuring, each is
+checked once: (h) answers with a ``Location``, (i) and (j) replay a repeated key.
 
 (c) and (e) exist only where a send can skip the broker's answer (RabbitMQ); (f) runs on
 RabbitMQ only. On Redis a send waits for the enqueue script's answer: (b) and (d) compare.
@@ -40,19 +52,22 @@ import argparse
 import os
 import re
 import subprocess
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
-
-import psycopg
 
 from benchmarks._common import (
     PYTHON,
     ROOT,
     bench_env,
+    create_database,
+    drop_database,
     machine_info,
     median,
     new_prefix,
+    pg_env,
+    port_open,
     print_table,
     ratio_band,
     require_wrk,
@@ -68,6 +83,8 @@ from benchmarks._common import (
 from benchmarks.brokers import BROKERS, DEFAULT
 
 LUA = str(ROOT / "benchmarks" / "post.lua")
+KEYED_LUA = str(ROOT / "benchmarks" / "post_keyed.lua")
+BODY = b'{"name": "ada", "count": 3}'
 
 
 @dataclass(frozen=True)
@@ -78,11 +95,19 @@ class Variant:
     path: str
     queue: str | None  # the queue it fills, suffix-less (see settings.py), or None
     outbox: bool = False
+    #: issue 11's pieces: "" none, "db" PostgreSQL as the database, "cache" and the keys in Redis
+    store: str = ""
+    keyed: bool = False  # a new Idempotency-Key on each request
 
     @property
     def server(self) -> str:
-        """The gunicorn it is measured on: confirms (c), none (n), or the outbox (o)."""
-        return "o" if self.outbox else "c" if self.confirm else "n"
+        """The gunicorn it is measured on: confirms (c), none (n), the outbox (o), PostgreSQL
+        as the database (p), and the keys in a Redis cache (k)."""
+        if self.outbox:
+            return "o"
+        if self.store:
+            return "k" if self.store == "cache" else "p"
+        return "c" if self.confirm else "n"
 
 
 VARIANTS = [
@@ -93,29 +118,20 @@ VARIANTS = [
     Variant("e", "messenger, no confirms", False, "/messenger/", "messenger-n"),
     Variant("f", "celery .delay()", True, "/celery/", "celery"),
     Variant("g", "messenger, outbox (PostgreSQL row)", True, "/messenger/", "messenger-o", outbox=True),
+    Variant("h", "messenger, tracked (Location)", True, "/messenger/tracked/", "messenger-c", store="db"),
+    Variant(
+        "i", "messenger, new Idempotency-Key (db)", True, "/messenger/keyed/", "messenger-c", store="db", keyed=True
+    ),
+    Variant(
+        "j",
+        "messenger, new Idempotency-Key (Redis cache)",
+        True,
+        "/messenger/keyed/",
+        "messenger-c",
+        store="cache",
+        keyed=True,
+    ),
 ]
-
-
-def create_outbox_database(name: str, env: dict[str, str]) -> None:
-    """Create the outbox's database ``name`` and migrate it (django_messenger's tables)."""
-    with psycopg.connect(**_pg_params(env), dbname="postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run(
-        [PYTHON, "-m", "django", "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True, timeout=120
-    )
-
-
-def drop_outbox_database(name: str, env: dict[str, str]) -> None:
-    with psycopg.connect(**_pg_params(env), dbname="postgres", autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _pg_params(env: dict[str, str]) -> dict[str, str]:
-    return {
-        "host": env.get("BENCH_PG_HOST", "127.0.0.1"),
-        "port": env.get("BENCH_PG_PORT", "5432"),
-        "user": env.get("BENCH_PG_USER", "postgres"),
-    }
 
 
 @dataclass
@@ -124,9 +140,13 @@ class WrkResult:
     errors: int  # non-2xx answers and socket errors
 
 
-def run_wrk(wrk: str, url: str, *, duration: int, threads: int, connections: int) -> WrkResult:
+def run_wrk(
+    wrk: str, url: str, *, duration: int, threads: int, connections: int, key_prefix: str | None = None
+) -> WrkResult:
+    """Run wrk on ``url``; with ``key_prefix``, each request has a new Idempotency-Key under it."""
+    script = ["-s", LUA, url] if key_prefix is None else ["-s", KEYED_LUA, url, "--", key_prefix]
     out = subprocess.run(
-        [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "-s", LUA, url],
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", *script],
         capture_output=True,
         text=True,
         timeout=duration + 30,
@@ -146,16 +166,55 @@ def run_wrk(wrk: str, url: str, *, duration: int, threads: int, connections: int
     return WrkResult(float(match.group(1)), errors)
 
 
-def answers(url: str) -> bool:
-    """Whether a POST of the benchmark's body to ``url`` gets a 202."""
-    request = urllib.request.Request(
-        url, data=b'{"name": "ada", "count": 3}', headers={"Content-Type": "application/json"}
-    )
+def post(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    """POST the benchmark's body to ``url``: the status and the headers (status 0: no answer)."""
+    request = urllib.request.Request(url, data=BODY, headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return bool(response.status == 202)
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
     except OSError:
-        return False
+        return 0, {}
+
+
+def answers(url: str) -> bool:
+    """Whether a POST of the benchmark's body to ``url`` gets a 202."""
+    return post(url)[0] == 202
+
+
+def check_piece(v: Variant, url: str, key_prefix: str) -> None:
+    """Fail unless ``v``'s piece is on: (h) a ``Location`` with a token, (i)/(j) a replayed key."""
+    if v.keyed:
+        key = {"Idempotency-Key": f"{key_prefix}-check"}
+        first, (second, headers) = post(url, key)[0], post(url, key)
+        if (first, second, headers.get("Idempotent-Replayed")) != (202, 202, "true"):
+            raise RuntimeError(f"({v.key}) {url}: a repeated Idempotency-Key was not replayed ({first}, {second}).")
+    elif v.store:
+        status, headers = post(url)
+        if status != 202 or "token=" not in headers.get("Location", ""):
+            raise RuntimeError(f"({v.key}) {url}: no status Location on the answer ({status}).")
+
+
+#: Issue 11's pieces when on, against the plain confirmed dispatch of the same run.
+PIECES = [
+    ("h", "d", None, "messenger tracked / messenger confirmed"),
+    ("i", "d", None, "messenger new key, db / messenger confirmed"),
+    ("j", "d", None, "messenger new key, Redis cache / messenger confirmed"),
+]
+
+
+def delete_cache_keys(url: str, prefix: str) -> None:
+    """Delete (j)'s keys: the Redis keys under the run's ``KEY_PREFIX`` (Django's ``prefix:version:key``)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start_at in range(0, len(names), 500):
+            client.delete(*names[start_at : start_at + 500])
+    finally:
+        client.close()
 
 
 def main() -> None:
@@ -191,6 +250,15 @@ def main() -> None:
     if args.broker != "rabbitmq" and any(v.key == "f" for v in variants):
         variants = [v for v in variants if v.key != "f"]
         notes.append(f"(f) celery skipped: the Celery variant runs on RabbitMQ only (not {args.broker}).")
+    if args.broker == "postgres" and any(v.store for v in variants):
+        variants = [v for v in variants if not v.store]
+        notes.append(
+            "(h), (i), (j) skipped: on postgres the project's database is the broker's (its schema); "
+            "run them on another broker."
+        )
+    if any(v.store == "cache" for v in variants) and not port_open(6379) and "BENCH_REDIS_URL" not in os.environ:
+        variants = [v for v in variants if v.store != "cache"]
+        notes.append("(j) skipped: Redis is not listening on 127.0.0.1:6379 (BENCH_REDIS_URL).")
     if args.broker == "postgres" and any(v.outbox for v in variants):
         variants = [v for v in variants if not v.outbox]
         notes.append(
@@ -206,6 +274,7 @@ def main() -> None:
 
     queues = sorted({f"{prefix}-{v.queue}" for v in variants if v.queue})
     outbox_db = prefix.replace("-", "_") + "_outbox"
+    pieces_db = prefix.replace("-", "_") + "_pieces"
     classes = [c.strip() for c in args.worker_classes.split(",") if c.strip()]
     print(f"Machine: {machine_info(f'{broker.server} {broker.version()}')}")
     print(
@@ -222,17 +291,23 @@ def main() -> None:
             BENCH_OUTBOX="1",
             BENCH_OUTBOX_DB=outbox_db,
             BENCH_BROKER=args.broker,
-            **{k: v for k, v in os.environ.items() if k.startswith("BENCH_PG_")},
+            **pg_env(),
             **broker.env(),
         )
+        # Issue 11's pieces: (h) and (i) on "p", (j) on "k" (the keys in Redis, under the prefix).
+        pieces_env = bench_env(prefix, BENCH_DB=pieces_db, BENCH_BROKER=args.broker, **pg_env(), **broker.env())
+        cache_env = {**pieces_env, "BENCH_IDEMPOTENCY_CACHE": "1"}
+        cache_env.setdefault("BENCH_REDIS_URL", os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
         if any(v.outbox for v in variants):
-            create_outbox_database(outbox_db, outbox_env)
+            create_database(outbox_db, outbox_env)
             start("relay", [PYTHON, "-m", "django", "messenger_relay"], outbox_env)
+        if any(v.store for v in variants):
+            create_database(pieces_db, pieces_env)
         for worker_class in classes:
             for server in sorted({v.server for v in variants}):
                 confirm = server != "n"
-                env = outbox_env
-                if server != "o":
+                env = {"o": outbox_env, "p": pieces_env, "k": cache_env}.get(server, outbox_env)
+                if server not in "opk":
                     flag = "1" if confirm else "0"
                     env = bench_env(prefix, BENCH_CONFIRM=flag, BENCH_BROKER=args.broker, **broker.env())
                 _, url = start_gunicorn(
@@ -245,6 +320,9 @@ def main() -> None:
                 servers[worker_class, server] = url
                 # The port opens before the workers have booted: wait for an answer from one.
                 wait_for(lambda url=url: answers(url + "/bare/"), timeout=60, what=f"{url} to answer")
+        for v in variants:
+            if v.store:
+                check_piece(v, servers[classes[0], v.server] + v.path, f"{prefix}-{v.key}")
         # Warm-up: every worker process imports, connects and declares its queues.
         for worker_class in classes if not args.quick else []:
             for v in variants:
@@ -254,6 +332,7 @@ def main() -> None:
                     duration=1,
                     threads=args.threads,
                     connections=args.connections,
+                    key_prefix=f"{prefix}-warm-{worker_class}-{v.key}" if v.keyed else None,
                 )
         broker.purge(queues)
         for round_index in range(args.rounds):
@@ -266,6 +345,7 @@ def main() -> None:
                         duration=args.duration,
                         threads=args.threads,
                         connections=args.connections,
+                        key_prefix=f"{prefix}-{round_index}-{worker_class}-{v.key}" if v.keyed else None,
                     )
                     results[worker_class, v.key].append(result.rps)
                     errors[worker_class, v.key] += result.errors
@@ -275,7 +355,11 @@ def main() -> None:
     finally:
         stop_all()
         if any(v.outbox for v in variants):
-            drop_outbox_database(outbox_db, outbox_env)
+            drop_database(outbox_db, outbox_env)
+        if any(v.store for v in variants):
+            drop_database(pieces_db, pieces_env)
+        if any(v.store == "cache" for v in variants):
+            delete_cache_keys(cache_env["BENCH_REDIS_URL"], prefix)
         broker.cleanup(queues, exchanges=[f"{prefix}-celery"] if any(v.key == "f" for v in variants) else [])
         broker.close()
 
@@ -315,6 +399,7 @@ def main() -> None:
             ("f", "a", None, "celery / bare (reference 0.46)"),
             ("d", "a", None, "messenger confirmed / bare"),
             ("g", "d", None, "messenger outbox / messenger confirmed"),
+            *PIECES,
             ("e", "a", None, "messenger unconfirmed / bare"),
         ],
         "gthread": [
@@ -323,6 +408,7 @@ def main() -> None:
             ("e", "c", None, "messenger unconfirmed / dramatiq unconfirmed"),
             ("b", "c", None, "dramatiq confirmed / dramatiq unconfirmed"),
             ("g", "d", None, "messenger outbox / messenger confirmed"),
+            *PIECES,
         ],
     }
     rows = []

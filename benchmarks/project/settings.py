@@ -10,6 +10,11 @@
   view writes a row of the PostgreSQL database ``BENCH_OUTBOX_DB`` (on ``BENCH_PG_HOST``,
   ``BENCH_PG_PORT``, as ``BENCH_PG_USER``; persistent connections) instead of publishing, and a
   ``messenger_relay`` process publishes the rows.
+- ``BENCH_DB``: the name of a PostgreSQL database (on ``BENCH_PG_*``, persistent connections)
+  that is the project's ``default`` database, without the outbox: issue 11's pieces that keep
+  rows there (status records, Idempotency-Key's keys, idempotent handlers' records).
+- ``BENCH_IDEMPOTENCY_CACHE``: ``1`` keeps Idempotency-Key's keys in a Redis cache
+  (``BENCH_REDIS_URL``, keys under the prefix ``BENCH_PREFIX``) instead of the database.
 - ``BENCH_E2E_UDP_PORT``: where the end-to-end handlers report when they started.
 - ``BENCH_BROKER``: the broker, by its name in ``benchmarks.brokers.BROKERS`` (``rabbitmq``
   by default, ``redis``, ``sqs`` or ``postgres``); that entry gives ``DRAMATIQ_BROKER``'s class
@@ -33,6 +38,10 @@ CONFIRM = os.environ.get("BENCH_CONFIRM", "1") == "1"
 WITH_MESSENGER = os.environ.get("BENCH_MESSENGER", "1") == "1"
 BROKER = selected()
 OUTBOX = os.environ.get("BENCH_OUTBOX") == "1"
+#: The PostgreSQL database of the outbox (g), or of issue 11's pieces (h, i, j, the tracked and
+#: idempotent workers); None: the in-memory SQLite (or the postgres broker's database)
+PG_DATABASE = os.environ["BENCH_OUTBOX_DB"] if OUTBOX else os.environ.get("BENCH_DB")
+IDEMPOTENCY_CACHE = os.environ.get("BENCH_IDEMPOTENCY_CACHE") == "1"
 SUFFIX = "o" if OUTBOX else "c" if CONFIRM else "n"
 
 SECRET_KEY = "benchmarks-only"
@@ -56,14 +65,14 @@ MIDDLEWARE: list[str] = []
 # Nothing on the measured paths touches the database.
 # ... but PostgreSQL as the broker (its enqueue runs on Django's connection: BROKER.databases()).
 DATABASES = BROKER.databases() or {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
-if OUTBOX:  # ... but the outbox: its rows are the messages
+if PG_DATABASE:  # ... but the outbox (its rows are the messages) and issue 11's rows
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
             "HOST": os.environ.get("BENCH_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("BENCH_PG_PORT", "5432"),
             "USER": os.environ.get("BENCH_PG_USER", "postgres"),
-            "NAME": os.environ["BENCH_OUTBOX_DB"],
+            "NAME": PG_DATABASE,
             "CONN_MAX_AGE": 600,
         }
     }
@@ -101,6 +110,17 @@ MESSENGER = {
     "CONFIRM_DELIVERY": CONFIRM,
     "OUTBOX_KEEP_SENT": 0,  # a published row is deleted at once: the table stays small
 }
+
+if IDEMPOTENCY_CACHE:  # (j): the keys in a cache every gunicorn worker shares
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "idempotency": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+            "KEY_PREFIX": PREFIX,
+        },
+    }
+    MESSENGER["IDEMPOTENCY_CACHE"] = "idempotency"
 
 LOGGING = {
     "version": 1,

@@ -6,7 +6,7 @@ import time
 
 from django_messenger import handler
 
-from .messages import Ping, TimedPing
+from .messages import OncePing, Ping, TimedPing
 from .models import Item
 from .report import report_start
 
@@ -14,6 +14,12 @@ from .report import report_start
 @handler
 def handle_ping(message: Ping) -> None:
     """Does nothing: the worker benchmark measures what is around it."""
+
+
+@handler(idempotent=True)
+def handle_once_ping(message: OncePing) -> None:
+    """Does nothing, once per message: the worker variant ``messenger-idempotent`` measures the
+    record row written with it in one transaction."""
 
 
 @handler

@@ -18,3 +18,15 @@ class TimedPing:
     """The end-to-end benchmark's message: when the client sent the request (``time.time()``)."""
 
     sent: float
+
+
+@dataclass
+class OncePing:
+    """The idempotent worker variant's message: a Ping whose handler is ``idempotent=True``.
+
+    A type of its own, so that Ping keeps one handler (a second one would make every Ping a
+    fan-out and change what the other variants measure).
+    """
+
+    name: str
+    count: int

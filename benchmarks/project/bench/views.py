@@ -68,6 +68,18 @@ class PingViewSet(MessengerViewSet):
     message_class = Ping
 
 
+class TrackedPingViewSet(PingViewSet):
+    """(h) The same endpoint, tracked: a TrackStamp and a ``Location`` with a signed token."""
+
+    messenger_track = True
+
+
+class KeyedPingViewSet(PingViewSet):
+    """(i)/(j) The same endpoint taking an ``Idempotency-Key`` (the database or a cache store)."""
+
+    messenger_idempotency = "optional"
+
+
 class TimedDramatiqView(APIView):
     """End to end, the hand-written side."""
 
