@@ -67,7 +67,7 @@ def pg_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key.startswith("BENCH_PG_")}
 
 
-def _pg_params(env: dict[str, str]) -> dict[str, str]:
+def pg_params(env: dict[str, str]) -> dict[str, str]:
     return {
         "host": env.get("BENCH_PG_HOST", "127.0.0.1"),
         "port": env.get("BENCH_PG_PORT", "5432"),
@@ -90,7 +90,7 @@ def create_database(name: str, env: dict[str, str]) -> None:
     """
     import psycopg
 
-    with psycopg.connect(**_pg_params(env), dbname="postgres", autocommit=True) as connection:
+    with psycopg.connect(**pg_params(env), dbname="postgres", autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     subprocess.run(
         [PYTHON, "-m", "django", "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True, timeout=120
@@ -100,8 +100,16 @@ def create_database(name: str, env: dict[str, str]) -> None:
 def drop_database(name: str, env: dict[str, str]) -> None:
     import psycopg
 
-    with psycopg.connect(**_pg_params(env), dbname="postgres", autocommit=True) as connection:
+    with psycopg.connect(**pg_params(env), dbname="postgres", autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def count_rows(database: str, env: dict[str, str], table: str) -> int:
+    import psycopg
+
+    with psycopg.connect(**pg_params(env), dbname=database) as connection:
+        row = connection.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
 
 
 def require_wrk() -> str:

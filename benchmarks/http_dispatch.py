@@ -49,6 +49,7 @@ on ``BENCH_SQS_URL``, PostgreSQL; see benchmarks/README.md) and wrk
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -61,6 +62,7 @@ from benchmarks._common import (
     PYTHON,
     ROOT,
     bench_env,
+    count_rows,
     create_database,
     drop_database,
     machine_info,
@@ -120,7 +122,13 @@ VARIANTS = [
     Variant("g", "messenger, outbox (PostgreSQL row)", True, "/messenger/", "messenger-o", outbox=True),
     Variant("h", "messenger, tracked (Location)", True, "/messenger/tracked/", "messenger-c", store="db"),
     Variant(
-        "i", "messenger, new Idempotency-Key (db)", True, "/messenger/keyed/", "messenger-c", store="db", keyed=True
+        "i",
+        "messenger, new Idempotency-Key (db)",
+        True,
+        "/messenger/keyed/",
+        "messenger-c",
+        store="db",
+        keyed=True,
     ),
     Variant(
         "j",
@@ -138,6 +146,7 @@ VARIANTS = [
 class WrkResult:
     rps: float
     errors: int  # non-2xx answers and socket errors
+    requests: int  # answered
 
 
 def run_wrk(
@@ -156,6 +165,7 @@ def run_wrk(
     if match is None:
         raise RuntimeError(f"Unexpected wrk output:\n{out}")
     errors = 0
+    answered = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if non2xx:
         errors += int(non2xx.group(1))
@@ -163,12 +173,14 @@ def run_wrk(
     if sockets:
         # gunicorn's sync workers close every connection: wrk counts some as read errors.
         errors += int(sockets.group(1)) + int(sockets.group(3)) + int(sockets.group(4))
-    return WrkResult(float(match.group(1)), errors)
+    return WrkResult(float(match.group(1)), errors, int(answered.group(1)) if answered else 0)
 
 
 def post(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
     """POST the benchmark's body to ``url``: the status and the headers (status 0: no answer)."""
-    request = urllib.request.Request(url, data=BODY, headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=BODY, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, dict(response.headers)
@@ -189,7 +201,9 @@ def check_piece(v: Variant, url: str, key_prefix: str) -> None:
         key = {"Idempotency-Key": f"{key_prefix}-check"}
         first, (second, headers) = post(url, key)[0], post(url, key)
         if (first, second, headers.get("Idempotent-Replayed")) != (202, 202, "true"):
-            raise RuntimeError(f"({v.key}) {url}: a repeated Idempotency-Key was not replayed ({first}, {second}).")
+            raise RuntimeError(
+                f"({v.key}) {url}: a repeated Idempotency-Key was not replayed ({first}, {second})."
+            )
     elif v.store:
         status, headers = post(url)
         if status != 202 or "token=" not in headers.get("Location", ""):
@@ -204,8 +218,9 @@ PIECES = [
 ]
 
 
-def delete_cache_keys(url: str, prefix: str) -> None:
-    """Delete (j)'s keys: the Redis keys under the run's ``KEY_PREFIX`` (Django's ``prefix:version:key``)."""
+def delete_cache_keys(url: str, prefix: str) -> int:
+    """Delete (j)'s keys, the Redis keys under the run's ``KEY_PREFIX`` (Django's
+    ``prefix:version:key``); how many there were."""
     import redis
 
     client = redis.Redis.from_url(url)
@@ -213,6 +228,7 @@ def delete_cache_keys(url: str, prefix: str) -> None:
         names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         for start_at in range(0, len(names), 500):
             client.delete(*names[start_at : start_at + 500])
+        return len(names)
     finally:
         client.close()
 
@@ -256,7 +272,11 @@ def main() -> None:
             "(h), (i), (j) skipped: on postgres the project's database is the broker's (its schema); "
             "run them on another broker."
         )
-    if any(v.store == "cache" for v in variants) and not port_open(6379) and "BENCH_REDIS_URL" not in os.environ:
+    if (
+        any(v.store == "cache" for v in variants)
+        and not port_open(6379)
+        and "BENCH_REDIS_URL" not in os.environ
+    ):
         variants = [v for v in variants if v.store != "cache"]
         notes.append("(j) skipped: Redis is not listening on 127.0.0.1:6379 (BENCH_REDIS_URL).")
     if args.broker == "postgres" and any(v.outbox for v in variants):
@@ -284,6 +304,8 @@ def main() -> None:
     )
     results: dict[tuple[str, str], list[float]] = defaultdict(list)
     errors: dict[tuple[str, str], int] = defaultdict(int)
+    keyed_requests: dict[str, int] = defaultdict(int)  # every wrk request of (i), (j), warm-up included
+    keys_stored: dict[str, int] = {}
     try:
         servers: dict[tuple[str, str], str] = {}
         outbox_env = bench_env(
@@ -295,7 +317,9 @@ def main() -> None:
             **broker.env(),
         )
         # Issue 11's pieces: (h) and (i) on "p", (j) on "k" (the keys in Redis, under the prefix).
-        pieces_env = bench_env(prefix, BENCH_DB=pieces_db, BENCH_BROKER=args.broker, **pg_env(), **broker.env())
+        pieces_env = bench_env(
+            prefix, BENCH_DB=pieces_db, BENCH_BROKER=args.broker, **pg_env(), **broker.env()
+        )
         cache_env = {**pieces_env, "BENCH_IDEMPOTENCY_CACHE": "1"}
         cache_env.setdefault("BENCH_REDIS_URL", os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
         if any(v.outbox for v in variants):
@@ -326,14 +350,14 @@ def main() -> None:
         # Warm-up: every worker process imports, connects and declares its queues.
         for worker_class in classes if not args.quick else []:
             for v in variants:
-                run_wrk(
+                keyed_requests[v.key] += run_wrk(
                     wrk,
                     servers[worker_class, v.server] + v.path,
                     duration=1,
                     threads=args.threads,
                     connections=args.connections,
                     key_prefix=f"{prefix}-warm-{worker_class}-{v.key}" if v.keyed else None,
-                )
+                ).requests
         broker.purge(queues)
         for round_index in range(args.rounds):
             for worker_class in classes:
@@ -349,6 +373,7 @@ def main() -> None:
                     )
                     results[worker_class, v.key].append(result.rps)
                     errors[worker_class, v.key] += result.errors
+                    keyed_requests[v.key] += result.requests
                     if v.queue:
                         broker.purge([f"{prefix}-{v.queue}"])
             print(f"round {round_index + 1}/{args.rounds} done", flush=True)
@@ -357,9 +382,11 @@ def main() -> None:
         if any(v.outbox for v in variants):
             drop_database(outbox_db, outbox_env)
         if any(v.store for v in variants):
+            with contextlib.suppress(Exception):  # only a report: the run may have failed before
+                keys_stored["i"] = count_rows(pieces_db, pieces_env, "django_messenger_idempotencykey")
             drop_database(pieces_db, pieces_env)
         if any(v.store == "cache" for v in variants):
-            delete_cache_keys(cache_env["BENCH_REDIS_URL"], prefix)
+            keys_stored["j"] = delete_cache_keys(cache_env["BENCH_REDIS_URL"], prefix)
         broker.cleanup(queues, exchanges=[f"{prefix}-celery"] if any(v.key == "f" for v in variants) else [])
         broker.close()
 
@@ -447,6 +474,13 @@ def main() -> None:
         )
     if any(errors.values()):
         notes.append("Some runs had errors (non-2xx answers or socket errors): see the errors column.")
+    for key, stored in sorted(keys_stored.items()):
+        if keyed_requests.get(key):
+            # Every request's key is new, so the store holds one per 2xx answer (+1, the check's).
+            notes.append(
+                f"({key}) sent {keyed_requests[key]:,} requests with a new Idempotency-Key; "
+                f"{stored:,} keys were stored."
+            )
     for note in notes:
         print(f"\nNote: {note}")
     write_summary(args.summary, summary)

@@ -15,6 +15,21 @@ with the same broker settings, Dramatiq middleware list and ``--processes P --th
                    INSTALLED_APPS, the same no-op actor: the RSS baseline
   celery           ``celery worker -P prefork -c P`` on the same RabbitMQ (optional; RabbitMQ only)
 
+Issue 11's pieces when on (not in the default ``--variants``; ``--variants
+messenger,messenger-tracked,messenger-idempotent`` runs them against ``messenger``):
+
+  messenger-tracked     ``messenger``, every message with a TrackStamp (as a tracked view sends
+                        it): the worker records each handler's outcome in a status row
+                        (``SELECT … FOR UPDATE`` and an insert or update, one transaction)
+  messenger-idempotent  a no-op handler declared ``@handler(idempotent=True)``: a record row per
+                        message, in one transaction with the (empty) handler
+
+Both keep their rows in PostgreSQL (127.0.0.1:5432 or ``BENCH_PG_*``; persistent connections):
+a database of the run's own, created, migrated and dropped like ``http_dispatch``'s (g); not
+SQLite under 16 threads. After the run the script says how many rows each wrote, against the
+messages it drained. ``messenger`` itself touches no database: an untracked message costs the
+worker a look at its stamps.
+
 Timing excludes start-up: the clock starts at the first queue-depth poll after every worker
 process said it was ready and stops when the queue is empty; the rate is the messages left at
 the start divided by that time (in flight at the end: at most P x T x 2 prefetched messages).
@@ -47,10 +62,14 @@ from benchmarks._common import (
     amqp_channel,
     bench_env,
     children,
+    count_rows,
     cpu_seconds,
+    create_database,
+    drop_database,
     machine_info,
     median,
     new_prefix,
+    pg_env,
     print_table,
     queue_depth,
     ratio_band,
@@ -105,6 +124,11 @@ def drain(
     )
 
 
+#: Issue 11's worker variants: which piece each turns on, and the table of its rows.
+PIECES = {"messenger-tracked": "tracked", "messenger-idempotent": "idempotent"}
+ROW_TABLES = {"tracked": "django_messenger_messagestatus", "idempotent": "django_messenger_handledmessage"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,24 +158,35 @@ def main() -> None:
     from dramatiq import Message
 
     from benchmarks.project.bench.handlers import handle_ping
-    from benchmarks.project.bench.messages import Ping
+    from benchmarks.project.bench.messages import OncePing, Ping
     from django_messenger.encoding import encode_envelope
     from django_messenger.envelope import Envelope
     from django_messenger.locator import locator
+    from django_messenger.stamps import TrackStamp
     from django_messenger.transports.dramatiq.binding import binding
 
     handler_actor = binding.actor_of(locator.handlers_for(Ping)[0])
     assert handler_actor.fn.__name__ == handle_ping.__name__
+    once_handler = locator.handlers_for(OncePing)[0]
+    assert once_handler.idempotent is True
+    once_actor = binding.actor_of(once_handler)
     plain_queue = f"{prefix}-plain"
     messenger_queue, raw_queue = settings.MESSENGER_QUEUE, settings.RAW_QUEUE
 
-    def messenger_messages(n: int) -> Iterator[Message[Any]]:
+    def messenger_messages(n: int, piece: str = "") -> Iterator[Message[Any]]:
+        """Messenger's messages; ``piece``: ``tracked`` (a TrackStamp) or ``idempotent`` (OncePing)."""
+        actor = once_actor if piece == "idempotent" else handler_actor
         for i in range(n):
-            payload = encode_envelope(Envelope(Ping(name="ada", count=i)))
+            if piece == "idempotent":
+                envelope = Envelope(OncePing(name="ada", count=i))
+            elif piece == "tracked":  # what a tracked view sends for an anonymous user
+                envelope = Envelope(Ping(name="ada", count=i), stamps=(TrackStamp(owner="", handlers=1),))
+            else:
+                envelope = Envelope(Ping(name="ada", count=i))
             yield Message(
                 queue_name=messenger_queue,
-                actor_name=handler_actor.actor_name,
-                args=(payload,),
+                actor_name=actor.actor_name,
+                args=(encode_envelope(envelope),),
                 kwargs={},
                 options={},
             )
@@ -175,6 +210,18 @@ def main() -> None:
     if "celery" in variants and args.broker != "rabbitmq":
         variants.remove("celery")
         notes.append(f"celery skipped: the Celery variant runs on RabbitMQ only (not {args.broker}).")
+    pieces = [v for v in variants if v in PIECES]
+    if pieces and args.broker == "postgres":
+        variants = [v for v in variants if v not in PIECES]
+        notes.append(
+            f"{', '.join(pieces)} skipped: on postgres the project's database is the broker's (its schema); "
+            "run them on another broker."
+        )
+        pieces = []
+    pieces_db = prefix.replace("-", "_") + "_pieces"
+    pieces_env = {**env, "BENCH_DB": pieces_db, **pg_env()}
+    rows_written: dict[str, int] = defaultdict(int)
+    drained: dict[str, int] = defaultdict(int)
     if "celery" in variants:
         try:
             from benchmarks.project import celery_app
@@ -196,6 +243,23 @@ def main() -> None:
                 messenger_queue,
             ]
             worker, queue, ready = start("rundramatiq-messenger", argv, env), messenger_queue, dramatiq_ready
+        elif variant in PIECES:
+            piece = PIECES[variant]
+            bench_broker.publish(messenger_queue, messenger_messages(n, piece), n)
+            argv = [
+                PYTHON,
+                "-m",
+                "benchmarks.project.manage",
+                "rundramatiq",
+                *pt,
+                "--queues",
+                messenger_queue,
+            ]
+            worker, queue, ready = (
+                start(f"rundramatiq-{variant}", argv, pieces_env),
+                messenger_queue,
+                dramatiq_ready,
+            )
         elif variant == "dramatiq":
             bench_broker.publish(plain_queue, raw_messages(plain_queue, n), n)
             argv = [str(BIN / "dramatiq"), "benchmarks.raw_actor", *pt, "--queues", plain_queue]
@@ -254,6 +318,9 @@ def main() -> None:
             )
         finally:
             worker.stop()
+            if variant in PIECES:
+                drained[variant] += n
+                rows_written[variant] = count_rows(pieces_db, pieces_env, ROW_TABLES[PIECES[variant]])
 
     print(f"Machine: {machine_info(f'{bench_broker.server} {bench_broker.version()}')}")
     print(
@@ -263,6 +330,8 @@ def main() -> None:
     )
     results: dict[str, list[Drain]] = defaultdict(list)
     try:
+        if pieces:
+            create_database(pieces_db, pieces_env)
         for round_index in range(args.rounds):
             shift = round_index % len(variants)
             for variant in variants[shift:] + variants[:shift]:
@@ -277,6 +346,8 @@ def main() -> None:
             exchanges.append(celery_app.QUEUE)
         bench_broker.cleanup(queues, exchanges)
         bench_broker.close()
+        if pieces:
+            drop_database(pieces_db, pieces_env)
 
     rows = []
     for variant in variants:
@@ -339,6 +410,8 @@ def main() -> None:
             rss_per_round,
         ),
         ("django-dramatiq", "dramatiq", None, "msg/s, django-dramatiq / plain dramatiq", rates),
+        ("messenger-tracked", "messenger", None, "msg/s, messenger tracked / messenger", rates),
+        ("messenger-idempotent", "messenger", None, "msg/s, messenger idempotent / messenger", rates),
         ("messenger", "actor", None, "CPU/msg, messenger / plain actor, same project (lower)", cpu_per_round),
         ("messenger", "dramatiq", None, "CPU/msg, messenger / plain dramatiq (lower)", cpu_per_round),
         (
@@ -346,6 +419,20 @@ def main() -> None:
             "django-dramatiq",
             None,
             "CPU/msg, messenger / django-dramatiq (lower)",
+            cpu_per_round,
+        ),
+        (
+            "messenger-tracked",
+            "messenger",
+            None,
+            "CPU/msg, messenger tracked / messenger (lower)",
+            cpu_per_round,
+        ),
+        (
+            "messenger-idempotent",
+            "messenger",
+            None,
+            "CPU/msg, messenger idempotent / messenger (lower)",
             cpu_per_round,
         ),
     ]:
@@ -378,6 +465,12 @@ def main() -> None:
         ["ratio", "median", "band", "target", "verdict"],
         rows,
     )
+    for variant, rows_now in sorted(rows_written.items()):
+        notes.append(
+            f"{variant}: {drained[variant]:,} messages published, {rows_now:,} "
+            f"{ROW_TABLES[PIECES[variant]]} rows written (the messages still prefetched when the "
+            "queue was empty are handled before the worker stops)."
+        )
     for note in notes:
         print(f"\nNote: {note}")
     write_summary(args.summary, summary)
