@@ -460,3 +460,58 @@ def call_rows(variants: Sequence[str], run: Callable[[str], Any], n: int) -> lis
         counts[variant] = pstats.Stats(profiler).total_calls / n
     base = counts[variants[0]]
     return [[variant, f"{count:,.1f}", f"{count - base:+,.1f}"] for variant, count in counts.items()]
+
+
+def gate_call_rows(run: Callable[[], Any], n: int, gates: Sequence[tuple[str, str]]) -> list[list[str]]:
+    """Rows of what the ``gates`` cost per ``run()`` over ``n`` runs after a warm-up: for each gate,
+    a function given as (file name suffix, function name), how often it is called and the calls
+    made inside it however deep (Python functions and built-ins, as ``sys.setprofile`` sees them);
+    then the gates together (each call counted once) and every call of the run.
+
+    Issue 11's "costs nothing when off": the gates are the checks that decide a piece is off.
+    Like ``call_rows``, a count that the machine's load does not change."""
+    names = {name for _, name in gates}
+    own = [0] * len(gates)
+    inside = [0] * len(gates)
+    total = [0, 0]  # every call; calls of or inside a gate
+    stack: list[tuple[int, Any]] = []  # the gates running now: (index, frame)
+
+    def gate_of(code: Any) -> int | None:
+        if code.co_name in names:
+            for index, (suffix, name) in enumerate(gates):
+                if code.co_name == name and code.co_filename.endswith(suffix):
+                    return index
+        return None
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" or event == "c_call":
+            total[0] += 1
+            if stack:
+                total[1] += 1
+                for index in {index for index, _ in stack}:
+                    inside[index] += 1
+            if event == "call":
+                index = gate_of(frame.f_code)
+                if index is not None:
+                    own[index] += 1
+                    if not stack:
+                        total[1] += 1
+                    stack.append((index, frame))
+        elif event == "return" and stack and stack[-1][1] is frame:
+            stack.pop()
+
+    for _ in range(20):
+        run()
+    sys.setprofile(profile)
+    try:
+        for _ in range(n):
+            run()
+    finally:
+        sys.setprofile(None)
+    rows = [
+        [f"{suffix.rsplit('/', 1)[-1]}: {name}()", f"{own[index] / n:,.1f}", f"{inside[index] / n:,.1f}"]
+        for index, (suffix, name) in enumerate(gates)
+    ]
+    rows.append(["the gates together, with what they call", "", f"{total[1] / n:,.1f}"])
+    rows.append(["every call of the run", "", f"{total[0] / n:,.1f}"])
+    return rows

@@ -6,8 +6,9 @@ each layer is the difference between two rows. It also prints the process's CPU 
 request (``time.process_time``): on a loaded machine the wall time mostly measures the wait for
 RabbitMQ's confirm, while the CPU time is what a gunicorn worker pays for each request.
 ``--profile VARIANT`` then runs that variant under pyinstrument (``pip install -e '.[bench]'``)
-and prints the call tree. Needs RabbitMQ for the variants that send. ``BENCH_CONFIRM=0`` runs
-with confirms off (broker and messenger).
+and prints the call tree. ``--calls`` counts Python function calls per request (what load
+does not change), and what issue 11's pieces cost a messenger request when they are off.
+Needs RabbitMQ for the variants that send. ``BENCH_CONFIRM=0`` runs with confirms off (broker and messenger).
 
     python -m benchmarks.profile_dispatch
     python -m benchmarks.profile_dispatch --profile messenger
@@ -26,6 +27,7 @@ from typing import Any
 from benchmarks._common import (
     call_rows,
     delete_queues,
+    gate_call_rows,
     median,
     new_prefix,
     print_table,
@@ -36,6 +38,16 @@ from benchmarks._common import (
 
 PATHS = {"bare": "/bare/", "dramatiq": "/dramatiq/", "messenger": "/messenger/", "celery": "/celery/"}
 BODY = b'{"name": "ada", "count": 3}'
+#: What a messenger request without an Idempotency-Key to an untracked view costs issue 11's
+#: pieces: the two switches, the key's claim that returns when the view takes no key, and the
+#: look for a TrackStamp before the answer (the claim's release in ``finalize_response`` is a
+#: ``dict.pop``: one built-in call, not counted here).
+GATES = [
+    ("django_messenger/mixins.py", "messenger_tracked"),
+    ("django_messenger/mixins.py", "messenger_idempotency_mode"),
+    ("django_messenger/mixins.py", "_claim_idempotency_key"),
+    ("django_messenger/mixins.py", "messenger_status_location"),
+]
 
 
 def environ(path: str) -> dict[str, Any]:
@@ -144,6 +156,13 @@ def main() -> None:
                 ["variant", "calls/request", f"vs {variants[0]}"],
                 call_rows(variants, lambda variant: call(PATHS[variant]), min(args.requests, 300)),
             )
+            if "messenger" in variants:
+                print_table(
+                    "Issue 11's pieces when off: Python function calls per messenger request "
+                    "(untracked, no Idempotency-Key)",
+                    ["gate", "calls of it", "calls inside it"],
+                    gate_call_rows(lambda: call(PATHS["messenger"]), min(args.requests, 300), GATES),
+                )
         if args.profile:
             from pyinstrument import Profiler
 

@@ -13,8 +13,10 @@ the median µs per message of three variants, the in-process counterparts of
              own only, no Django): what the worker benchmark's target compares messenger with
 
 ``messenger - dramatiq`` is what the handler path costs (envelope decoding, the handler call);
-``dramatiq - plain`` what the middleware costs. ``--profile`` prints messenger's side under
-pyinstrument. Needs no running service (no message is sent).
+``dramatiq - plain`` what the middleware costs. ``--calls`` counts Python function calls per
+message, and what issue 11's pieces cost a messenger message when they are off (the look for
+a TrackStamp). ``--profile`` prints messenger's side under pyinstrument. Needs no running
+service (no message is sent).
 
     python -m benchmarks.profile_worker --profile
 """
@@ -27,7 +29,11 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from benchmarks._common import call_rows, median, print_table, run_main, spread
+from benchmarks._common import call_rows, gate_call_rows, median, print_table, run_main, spread
+
+#: What an untracked message of a handler that is not idempotent costs issue 11's pieces: the
+#: look for its TrackStamp (``idempotent`` is an attribute test in the actor, no call).
+GATES = [("django_messenger/tracking.py", "track_stamp")]
 
 
 def main() -> None:
@@ -136,6 +142,11 @@ def main() -> None:
             "Python function calls per message (cProfile's count)",
             ["variant", "calls/message", "vs messenger"],
             call_rows(list(bodies), lambda variant: process(bodies[variant], brokers[variant]), 2000),
+        )
+        print_table(
+            "Issue 11's pieces when off: Python function calls per untracked messenger message",
+            ["gate", "calls of it", "calls inside it"],
+            gate_call_rows(lambda: process(bodies["messenger"]), 2000, GATES),
         )
     if args.profile:
         from pyinstrument import Profiler
