@@ -10,6 +10,7 @@ the reason, wherever it is missing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -199,3 +200,88 @@ def test_worker_benchmark_on_postgres_prints_its_table() -> None:
     for row in ("| messenger", "| dramatiq", "| django-dramatiq"):
         assert row in out
     assert "### Ratios on postgres" in out and "msg/s, messenger / plain dramatiq" in out
+
+
+def postgres() -> None:
+    if not port_open(5432):
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not listening on 127.0.0.1:5432 (CI must start it).")
+        pytest.skip("PostgreSQL is not listening on 127.0.0.1:5432.")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
+def test_http_dispatch_benchmark_measures_issue_11s_pieces(rabbitmq: None, redis_server: None) -> None:
+    # Given RabbitMQ, Redis, PostgreSQL (the run's database is its own, dropped after) and wrk
+    postgres()
+
+    # When the HTTP benchmark runs the plain confirmed dispatch and issue 11's pieces, on
+    out = run_script("http_dispatch", "--variants", "dhij")
+
+    # Then it printed each piece beside (d), and their ratios to (d)
+    for row in ("| (d) messenger", "| (h) messenger, tracked", "| (i) messenger, new Idempotency-Key (db)"):
+        assert row in out
+    assert "| (j) messenger, new Idempotency-Key (Redis cache)" in out
+    for ratio in (
+        "(h)/(d) messenger tracked",
+        "(i)/(d) messenger new key, db",
+        "(j)/(d) messenger new key, Redis",
+    ):
+        assert ratio in out
+    # and every request of (i) and (j) had a key never seen before: each was stored (none was a
+    # replay), wrk counting only the requests answered before it stopped
+    for key in ("i", "j"):
+        found = re.search(rf"\({key}\) sent ([\d,]+) requests with a new Idempotency-Key; ([\d,]+) keys", out)
+        assert found, out
+        sent, stored = (int(group.replace(",", "")) for group in found.groups())
+        assert sent > 0 and stored >= sent
+
+
+@pytest.mark.integration
+def test_worker_benchmark_measures_issue_11s_pieces(rabbitmq: None) -> None:
+    # Given RabbitMQ and PostgreSQL (the run's database is its own, dropped after)
+    postgres()
+
+    # When the worker benchmark drains messenger's no-op messages plain, tracked and idempotent
+    out = run_script("worker", "--variants", "messenger,messenger-tracked,messenger-idempotent")
+
+    # Then it printed each beside messenger, and their ratios to messenger
+    for row in ("| messenger ", "| messenger-tracked ", "| messenger-idempotent "):
+        assert row in out
+    assert (
+        "msg/s, messenger tracked / messenger" in out and "CPU/msg, messenger idempotent / messenger" in out
+    )
+    # and the pieces were on: a status row per tracked message, a record per idempotent one
+    for variant, table in (
+        ("messenger-tracked", "messagestatus"),
+        ("messenger-idempotent", "handledmessage"),
+    ):
+        found = re.search(
+            rf"{variant}: ([\d,]+) messages published, ([\d,]+) django_messenger_{table} rows", out
+        )
+        assert found, out
+        published, rows = (int(group.replace(",", "")) for group in found.groups())
+        assert published > 0 and published * 0.9 <= rows <= published
+
+
+def test_worker_profile_counts_what_tracking_costs_when_off() -> None:
+    # Given no service at all
+    # When the in-process worker profile counts calls
+    out = run_script("profile_worker", "--calls")
+
+    # Then it says what an untracked message costs issue 11's pieces: one look for its stamp
+    table = out.split("### Issue 11's pieces when off")[1]
+    assert re.search(r"\| tracking\.py: track_stamp\(\)\s+\| 1\.0 ", table), table
+    assert "| every call of the run" in table
+
+
+@pytest.mark.integration
+def test_dispatch_profile_counts_what_issue_11s_pieces_cost_when_off(rabbitmq: None) -> None:
+    # Given RabbitMQ
+    # When the in-process dispatch profile counts the calls of a messenger request
+    out = run_script("profile_dispatch", "--calls", "--variants", "messenger")
+
+    # Then it says what a request without a key, to an untracked view, costs each switch
+    table = out.split("### Issue 11's pieces when off")[1]
+    for gate in ("messenger_tracked", "messenger_idempotency_mode", "_claim_idempotency_key"):
+        assert re.search(rf"\| mixins\.py: {gate}\(\)\s+\| 1\.0 ", table), table
