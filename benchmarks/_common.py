@@ -67,7 +67,7 @@ def pg_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key.startswith("BENCH_PG_")}
 
 
-def pg_params(env: dict[str, str]) -> dict[str, str]:
+def pg_params(env: dict[str, str]) -> dict[str, Any]:
     return {
         "host": env.get("BENCH_PG_HOST", "127.0.0.1"),
         "port": env.get("BENCH_PG_PORT", "5432"),
@@ -491,12 +491,12 @@ def gate_call_rows(run: Callable[[], Any], n: int, gates: Sequence[tuple[str, st
                 for index in {index for index, _ in stack}:
                     inside[index] += 1
             if event == "call":
-                index = gate_of(frame.f_code)
-                if index is not None:
-                    own[index] += 1
+                gate = gate_of(frame.f_code)
+                if gate is not None:
+                    own[gate] += 1
                     if not stack:
                         total[1] += 1
-                    stack.append((index, frame))
+                    stack.append((gate, frame))
         elif event == "return" and stack and stack[-1][1] is frame:
             stack.pop()
 

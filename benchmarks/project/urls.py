@@ -16,5 +16,5 @@ urlpatterns = [
     path("e2e/messenger/", views.TimedPingViewSet.as_view({"post": "create"})),
 ]
 
-if settings.WITH_MESSENGER:  # the status resource of (h)'s Location (check E015)
+if getattr(settings, "WITH_MESSENGER", True):  # the status resource of (h)'s Location (check E015)
     urlpatterns.append(path("", include("django_messenger.urls")))
