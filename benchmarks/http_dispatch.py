@@ -225,7 +225,8 @@ def delete_cache_keys(url: str, prefix: str) -> int:
 
     client = redis.Redis.from_url(url)
     try:
-        names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        # Only the keys' own names: on --broker redis, Dramatiq's keys share the prefix.
+        names = list(client.scan_iter(match=f"{prefix}:*:django_messenger:idempotency:*", count=1000))
         for start_at in range(0, len(names), 500):
             client.delete(*names[start_at : start_at + 500])
         return len(names)
