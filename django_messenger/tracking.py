@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.core import signing
-from django.db import transaction
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from .conf import messenger_settings
@@ -150,15 +150,21 @@ def record(
 ) -> MessageStatus:
     """Record that ``handler`` handled (or failed for good on) a tracked message.
 
-    Handlers of a fan-out record on one row, each under its row lock, so that concurrent workers
-    never lose one another's outcome. A handler that handles a message it failed on before (a
+    A message's first outcome is one INSERT. Later ones (the other handlers of a fan-out, a
+    retry) update that row under its row lock, so that concurrent workers never lose one
+    another's outcome. A handler that handles a message it failed on before (a
     ``messenger_failed retry``) turns its failure into a success.
     """
     now = timezone.now()
-    with transaction.atomic():
+    first = _insert_first(message_id, stamp, handler=handler, failed=failed, created_at=sent_at or now, now=now)
+    if first is not None:
+        return first
+    alias = router.db_for_write(_statuses())
+    with transaction.atomic(using=alias):
         row, _ = (
             _statuses()
-            .objects.select_for_update()
+            .objects.using(alias)
+            .select_for_update()
             .get_or_create(
                 message_id=message_id,
                 defaults={
@@ -178,6 +184,39 @@ def record(
             handled.append(handler)
         fields.handled, fields.failed, row.updated_at = handled, failures, now
         row.save(update_fields=["handled", "failed", "updated_at"])
+    return row
+
+
+def _insert_first(
+    message_id: uuid.UUID, stamp: TrackStamp, *, handler: str, failed: bool, created_at: datetime, now: datetime
+) -> MessageStatus | None:
+    """The message's first outcome as one INSERT (the common case: no row is written at dispatch),
+    or None when its row exists already (another handler of a fan-out, or an earlier try): then
+    :func:`record` updates that row under its lock.
+
+    Outside a transaction the INSERT is the one statement (autocommit); inside one (a synchronous
+    dispatch in a request's transaction) it runs in a savepoint, so that a conflict leaves the
+    caller's transaction usable.
+    """
+    model = _statuses()
+    alias = router.db_for_write(model)
+    row = model(
+        message_id=message_id,
+        owner=stamp.owner[:255],
+        handlers=max(1, stamp.handlers),
+        handled=[] if failed else [handler],
+        failed={handler: FAILED_SUMMARY} if failed else {},
+        created_at=created_at,
+        updated_at=now,
+    )
+    try:
+        if transaction.get_connection(alias).in_atomic_block:
+            with transaction.atomic(using=alias):
+                row.save(using=alias, force_insert=True)
+        else:
+            row.save(using=alias, force_insert=True)
+    except IntegrityError:
+        return None
     return row
 
 

@@ -223,3 +223,67 @@ class TestPrune:
         assert list(MessageStatus.objects.values_list("updated_at", flat=True)) == [new]
         assert IdempotencyKey.objects.count() == 0
         assert "Deleted 1 status record(s) and 2 idempotency key(s)." in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_first_outcome_is_one_insert_and_later_ones_update_the_row(django_assert_num_queries):
+    # Given a tracked message of a fan-out to two handlers, no row yet (none is written at dispatch)
+    message_id, stamp = uuid.uuid4(), TrackStamp(owner="", handlers=2)
+
+    # When the first handler's outcome is recorded by a worker (outside any transaction)
+    with django_assert_num_queries(1):
+        tracking.record(message_id, stamp, handler="one", failed=False)
+
+    # Then the second handler's updates that row, and a retry of a failure turns it into a success
+    tracking.record(message_id, stamp, handler="two", failed=True)
+    row = MessageStatus.objects.get(message_id=message_id)
+    assert (row.handled, row.failed, row.status) == (["one"], {"two": tracking.FAILED_SUMMARY}, "failed")
+    tracking.record(message_id, stamp, handler="two", failed=False)
+    row = MessageStatus.objects.get(message_id=message_id)
+    assert (sorted(row.handled), row.failed, row.status) == (["one", "two"], {}, "handled")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_handlers_of_a_fan_out_recording_at_once_lose_no_outcome():
+    # Given a tracked message of a fan-out to six handlers, recorded by six threads at once
+    import threading
+
+    from django.db import connection
+
+    message_id, stamp = uuid.uuid4(), TrackStamp(owner="", handlers=6)
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            start.wait()
+            tracking.record(message_id, stamp, handler=name, failed=False)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(f"h{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then one INSERT won, the others updated the row under its lock: every outcome is there
+    assert errors == []
+    row = MessageStatus.objects.get(message_id=message_id)
+    assert sorted(row.handled) == [f"h{i}" for i in range(6)] and row.status == "handled"
+
+
+def test_a_first_outcome_inside_a_transaction_leaves_it_usable_on_a_conflict():
+    # Given a row recorded already, and a caller's transaction (a sync dispatch in a request's)
+    from django.db import transaction
+
+    message_id, stamp = uuid.uuid4(), TrackStamp(owner="", handlers=2)
+    tracking.record(message_id, stamp, handler="one", failed=False)
+    with transaction.atomic():
+        # When another outcome is recorded in it (its INSERT conflicts, in a savepoint)
+        tracking.record(message_id, stamp, handler="two", failed=False)
+        # Then the transaction still runs queries
+        assert MessageStatus.objects.filter(message_id=message_id).count() == 1
+    assert MessageStatus.objects.get(message_id=message_id).status == "handled"
