@@ -156,7 +156,9 @@ def record(
     ``messenger_failed retry``) turns its failure into a success.
     """
     now = timezone.now()
-    first = _insert_first(message_id, stamp, handler=handler, failed=failed, created_at=sent_at or now, now=now)
+    first = _insert_first(
+        message_id, stamp, handler=handler, failed=failed, created_at=sent_at or now, now=now
+    )
     if first is not None:
         return first
     alias = router.db_for_write(_statuses())
@@ -188,7 +190,13 @@ def record(
 
 
 def _insert_first(
-    message_id: uuid.UUID, stamp: TrackStamp, *, handler: str, failed: bool, created_at: datetime, now: datetime
+    message_id: uuid.UUID,
+    stamp: TrackStamp,
+    *,
+    handler: str,
+    failed: bool,
+    created_at: datetime,
+    now: datetime,
 ) -> MessageStatus | None:
     """The message's first outcome as one INSERT (the common case: no row is written at dispatch),
     or None when its row exists already (another handler of a fan-out, or an earlier try): then
