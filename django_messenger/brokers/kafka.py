@@ -83,6 +83,19 @@ KEY_OPTION = "kafka_key"
 SAFE_PRODUCER: dict[str, Any] = {"acks": "all", "enable.idempotence": True}
 #: What a consumer must have for a commit to follow the acks (system check E018).
 SAFE_CONSUMER: dict[str, Any] = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+#: Errors of a record that mean the broker refuses the idempotent producer's id, epoch or sequence:
+#: it was not stored, and the producer will not store any other (tansu answers PRODUCER_FENCED to
+#: librdkafka's epoch bump after a message timed out). A new producer sends again.
+PRODUCER_STATE_REFUSED = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError._FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.INVALID_PRODUCER_ID_MAPPING,
+    }
+)
 #: librdkafka's default ``message.max.bytes`` (the Kafka server's default is about the same).
 DEFAULT_MAX_MESSAGE_SIZE = 1_000_000
 #: Seconds a send waits when neither ``publish_timeout`` nor Django's MESSENGER setting gives one.
@@ -250,6 +263,8 @@ class KafkaBroker(dramatiq.Broker):
             # a message refused with a 503 must not be delivered much later from librdkafka's queue
             "message.timeout.ms": max(1, math.ceil(self.publish_timeout * 1000)),
             "linger.ms": 0,
+            # back within a second once Kafka is reachable again (librdkafka waits up to 10 s)
+            "reconnect.backoff.max.ms": 1000,
             **(producer_config or {}),
         }
         self.consumer_config: dict[str, Any] = {
@@ -324,16 +339,31 @@ class KafkaBroker(dramatiq.Broker):
 
     @property
     def producer(self) -> Producer:
-        """This process's producer (made on first use, and again in a forked child)."""
+        """This process's producer (made on first use, again in a forked child or after a fatal error)."""
         pid = os.getpid()
         producer = self._producer
         if producer is None or self._producer_pid != pid:
             with self._producer_lock:
                 if self._producer is None or self._producer_pid != pid:
-                    self._producer = Producer(self.producer_config)
+                    self._producer = Producer({**self.producer_config, "error_cb": self._on_producer_error})
                     self._producer_pid = pid
                 producer = self._producer
         return producer
+
+    def _on_producer_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            logger.error("The Kafka producer failed for good (%s): the next send makes a new one.", error)
+            self._discard_producer()
+
+    def _discard_producer(self, producer: Producer | None = None) -> None:
+        """Forget the producer (``producer``, if it is still the current one); the next send makes another.
+
+        An idempotent producer whose state the broker refuses (a fatal error: fenced, sequence out of
+        order after a timeout) cannot send again; a new one gets a new producer id.
+        """
+        with self._producer_lock:
+            if producer is None or self._producer is producer:
+                self._producer = None
 
     def produce(
         self,
@@ -346,19 +376,42 @@ class KafkaBroker(dramatiq.Broker):
     ) -> None:
         """Produce one record and wait for its delivery report, at most ``timeout`` s (``publish_timeout``).
 
+        A report with a fatal error (the record was not stored, the producer is unusable) makes a
+        new producer, which tries once more within the same time.
+
         Raises:
           PublishFailed: no report in time, or a report with an error.
         """
         seconds = self.publish_timeout if timeout is None else timeout
         deadline = time.monotonic() + seconds
-        reported = threading.Event()
-        outcome: list[Any] = []
+        while True:
+            producer = self.producer
+            error = self._produce_once(producer, topic, value, key, headers, deadline, seconds)
+            if error is None:
+                return
+            if error.fatal() or error.code() in PRODUCER_STATE_REFUSED:
+                self._discard_producer(producer)
+                if time.monotonic() < deadline:
+                    continue
+            raise PublishFailed(f"Kafka did not store the message in {topic!r}: {error}")
 
-        def on_delivery(error: Any, record: Any) -> None:
+    def _produce_once(
+        self,
+        producer: Producer,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        deadline: float,
+        seconds: float,
+    ) -> KafkaError | None:
+        reported = threading.Event()
+        outcome: list[KafkaError | None] = []
+
+        def on_delivery(error: KafkaError | None, record: Any) -> None:
             outcome.append(error)
             reported.set()
 
-        producer = self.producer
         while True:
             try:
                 producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
@@ -368,14 +421,16 @@ class KafkaBroker(dramatiq.Broker):
                     raise PublishFailed(f"the producer's queue stayed full for {seconds:g} s") from None
                 producer.poll(0.05)
             except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError):
+                    return error
                 raise PublishFailed(f"the producer refused the message: {exc}") from None
         while not reported.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise PublishFailed(f"no delivery report from Kafka within {seconds:g} s (topic {topic!r})")
             producer.poll(min(remaining, 0.05))
-        if outcome[0] is not None:
-            raise PublishFailed(f"Kafka did not store the message in {topic!r}: {outcome[0]}")
+        return outcome[0]
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         """Send ``message`` (to ``<queue>.DQ`` when delayed by ``delay`` ms) and wait for Kafka's report.
