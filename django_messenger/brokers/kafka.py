@@ -307,8 +307,11 @@ class KafkaBroker(dramatiq.Broker):
     def get_declared_queues(self) -> set[str]:
         return set(self.queues)
 
-    def ensure_topics(self, queue_name: str) -> None:
-        """Create the topics of ``queue_name`` (queue, ``.DQ``, ``.DLQ``) unless this process did already."""
+    def ensure_topics(self, queue_name: str, *, timeout: float | None = None) -> None:
+        """Create the topics of ``queue_name`` (queue, ``.DQ``, ``.DLQ``) unless this process did already.
+
+        Waits at most ``timeout`` s (``publish_timeout``); raises ConnectionClosed when Kafka did not answer.
+        """
         canonical = q_name(queue_name)
         if canonical in self._created:
             return
@@ -319,11 +322,12 @@ class KafkaBroker(dramatiq.Broker):
                      config=self.topic_config)
             for name in names
         ]
-        timeout = max(self.publish_timeout, 1.0)
-        futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
+        deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
+        seconds = max(0.001, deadline - time.monotonic())
+        futures = admin.create_topics(new, operation_timeout=seconds, request_timeout=seconds)
         for name, future in futures.items():
             try:
-                future.result(timeout)
+                future.result(max(0.001, deadline - time.monotonic()))
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
                 if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
@@ -446,11 +450,12 @@ class KafkaBroker(dramatiq.Broker):
             )
         if q_name(message.queue_name) not in self.queues:
             raise dramatiq.QueueNotFound(message.queue_name)
+        deadline = time.monotonic() + self.publish_timeout
         self.emit_before("enqueue", message, delay)
         body = message.encode()
         if len(body) > self.max_message_size:
             raise MessageTooLargeForKafka(self.max_message_size, len(body))
-        self.ensure_topics(canonical)
+        self.ensure_topics(canonical, timeout=self.publish_timeout)
         headers = [("dramatiq-message-id", message.message_id.encode())]
         if "eta" in message.options:
             headers.append(("eta", str(message.options["eta"]).encode()))
@@ -460,6 +465,7 @@ class KafkaBroker(dramatiq.Broker):
             body,
             key=None if key is None else str(key).encode(),
             headers=headers,
+            timeout=max(0.0, deadline - time.monotonic()),
         )
         self.emit_after("enqueue", message, delay)
         return message

@@ -1,0 +1,204 @@
+"""django_messenger.brokers.kafka on a real Kafka-protocol server (tansu, tests/tansu.py).
+
+The consumer's bookkeeping as Kafka sees it (committed offsets, paused partitions, dead letters,
+keys, a partition moved to another consumer), and the plain-Dramatiq example of
+docs/transports.md run as its own process without Django. The broker under messenger's
+processes is in the contract suite.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from dramatiq import Message
+
+from django_messenger.brokers.kafka import KafkaBroker, KafkaConsumer, KafkaMessage
+from tests.tansu import TansuServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tansu() -> Iterator[TansuServer]:
+    server = TansuServer()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"tansu did not start: {exc}")
+        pytest.skip(f"tansu did not start: {exc}")
+    yield server
+    server.stop()
+
+
+def make_broker(tansu: TansuServer, partitions: int = 1) -> KafkaBroker:
+    return KafkaBroker(
+        bootstrap_servers=tansu.bootstrap,
+        partitions=partitions,
+        session_timeout_ms=6000,
+        publish_timeout=10,
+        middleware=[],
+    )
+
+
+def new_queue(broker: KafkaBroker) -> str:
+    queue = f"kafka-{uuid.uuid4().hex[:10]}"
+    broker.declare_queue(queue)
+    return queue
+
+
+def send(broker: KafkaBroker, queue: str, n: int, **options: Any) -> list[str]:
+    ids = []
+    for index in range(n):
+        message = Message(queue_name=queue, actor_name="a", args=(index,), kwargs={}, options=dict(options))
+        ids.append(broker.enqueue(message).message_id)
+    return ids
+
+
+def take(consumer: KafkaConsumer, n: int, timeout: float = 30) -> list[KafkaMessage]:
+    """The next ``n`` messages the consumer hands out (failing after ``timeout`` s)."""
+    taken: list[KafkaMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(taken) < n:
+        assert time.monotonic() < deadline, f"only {len(taken)} of {n} messages came"
+        message = next(consumer)
+        if message is not None:
+            taken.append(message)
+    return taken
+
+
+def committed(consumer: KafkaConsumer, partition: int = 0) -> int:
+    found = consumer.consumer.committed([TopicPartition(consumer.topic, partition)], timeout=10)
+    return int(found[0].offset)
+
+
+def read_topic(tansu: TansuServer, topic: str, *, quiet: float = 1.0) -> list[Any]:
+    """Every record of ``topic``, from the start of each partition (no group, nothing committed)."""
+    reader = Consumer({"bootstrap.servers": tansu.bootstrap, "group.id": "inspect", "enable.auto.commit": False})
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        reader.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records, last = [], time.monotonic()
+        while time.monotonic() - last < quiet:
+            batch = [r for r in reader.consume(100, 0.2) if r.error() is None]
+            if batch:
+                records.extend(batch)
+                last = time.monotonic()
+        return records
+    finally:
+        reader.close()
+
+
+def test_commits_stop_at_the_lowest_unfinished_offset_and_the_prefetch_pauses(tansu):
+    # Given five messages on a one-partition queue, and a consumer with a prefetch of two
+    broker = make_broker(tansu)
+    queue = new_queue(broker)
+    send(broker, queue, 5)
+    consumer = broker.consume(queue, prefetch=2, timeout=300)
+    try:
+        first, second = take(consumer, 2)
+        assert (first._offset, second._offset) == (0, 1)
+
+        # Then no third message comes while both are out: the partition is paused
+        for _ in range(5):
+            assert next(consumer) is None
+        assert consumer.paused == {0}
+
+        # When the second is acked but not the first, Then nothing past the first is committed
+        consumer.ack(second)
+        third = take(consumer, 1)[0]  # room for one more: resumed
+        assert third._offset == 2
+        consumer.commit(force=True)
+        assert committed(consumer) in (0, -1001)  # -1001: nothing committed yet
+
+        # When the first is acked, Then the commit moves past both, up to the third (unfinished)
+        consumer.ack(first)
+        consumer.commit(force=True)
+        assert committed(consumer) == 2
+        consumer.ack(third)
+        consumer.commit(force=True)
+        assert committed(consumer) == 3
+    finally:
+        consumer.close()
+
+
+def test_a_nack_is_in_the_dead_letter_topic_before_its_offset_is_done(tansu):
+    broker = make_broker(tansu)
+    queue = new_queue(broker)
+    (message_id,) = send(broker, queue, 1)
+    consumer = broker.consume(queue, prefetch=1, timeout=300)
+    try:
+        (message,) = take(consumer, 1)
+        consumer.nack(message)
+        consumer.commit(force=True)
+        assert committed(consumer) == 1
+    finally:
+        consumer.close()
+    (record,) = read_topic(tansu, f"{queue}.DLQ")
+    assert record.value() == message._value
+    assert Message.decode(record.value()).message_id == message_id
+    assert ("dramatiq-dead-lettered", b"rejected") in record.headers()
+
+
+def test_messages_of_one_key_go_to_one_partition_in_order(tansu):
+    broker = make_broker(tansu, partitions=6)
+    queue = new_queue(broker)
+    ids = send(broker, queue, 8, kafka_key="order-42")
+    records = read_topic(tansu, queue)
+    assert [Message.decode(r.value()).message_id for r in records] == ids
+    assert len({r.partition() for r in records}) == 1
+    assert {r.key() for r in records} == {b"order-42"}
+
+
+def test_a_revoked_partition_s_unfinished_message_goes_to_its_next_owner(tansu):
+    # Given a consumer that holds message 0 (not done) and acked message 1
+    broker = make_broker(tansu)
+    queue = new_queue(broker)
+    send(broker, queue, 3)
+    first = broker.consume(queue, prefetch=2, timeout=300)
+    second: KafkaConsumer | None = None
+    try:
+        held, acked = take(first, 2)
+        first.ack(acked)
+
+        # When it leaves the group (as a stopping or crashed worker's consumer does)
+        first.close()
+        first.ack(held)  # an ack after the partition went away changes nothing
+
+        # Then the next owner starts at the unfinished message, and the commit never passed it
+        second = broker.consume(queue, prefetch=5, timeout=300)
+        again = take(second, 3)
+        assert [m._offset for m in again] == [0, 1, 2]
+        assert again[0].message_id == held.message_id
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_the_plain_dramatiq_example_of_the_docs_runs_without_django(tansu, tmp_path):
+    # Given the example of docs/transports.md, as a program of its own
+    text = (ROOT / "docs" / "transports.md").read_text()
+    found = re.search(r"<!-- kafka-example -->\n```python\n(.*?)```", text, re.S)
+    assert found, "the example is missing from docs/transports.md"
+    program = tmp_path / "kafka_example.py"
+    program.write_text(found.group(1))
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(KAFKA_BOOTSTRAP=tansu.bootstrap, PYTHONPATH=str(ROOT))
+
+    # When it runs, Then every message is handled, the delayed one included
+    ran = subprocess.run(
+        [sys.executable, str(program)], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.stdout.strip().splitlines()[-1] == "shipped [1, 2, 3, 4]"
