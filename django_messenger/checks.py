@@ -905,14 +905,18 @@ def check_kafka(
     if str(producer.get("acks", "all")).strip().lower() not in {"all", "-1"}:
         unsafe.append(f"acks={producer.get('acks')!r} (a 202 once the leader alone has it)")
     if not _librdkafka_true(producer.get("enable.idempotence", False)):
-        unsafe.append(f"enable.idempotence={producer.get('enable.idempotence')!r} (a retried send may be stored twice, or out of order)")
+        unsafe.append(
+            f"enable.idempotence={producer.get('enable.idempotence')!r} "
+            "(a retried send may be stored twice, or out of order)"
+        )
     if unsafe and messenger_settings.CONFIRM_DELIVERY:
         found.append(
             checks.Error(
                 "The Kafka broker's producer_config overrides " + " and ".join(unsafe) + ".",
                 hint=(
-                    "Remove 'acks' and 'enable.idempotence' from DRAMATIQ_BROKER['OPTIONS']['producer_config'] "
-                    "(the broker sets acks=all and enable.idempotence=true), or set "
+                    "Remove 'acks' and 'enable.idempotence' from "
+                    "DRAMATIQ_BROKER['OPTIONS']['producer_config'] (the broker sets acks=all and "
+                    "enable.idempotence=true), or set "
                     "MESSENGER['CONFIRM_DELIVERY'] = False to accept weaker delivery."
                 ),
                 obj="DRAMATIQ_BROKER",
@@ -920,13 +924,20 @@ def check_kafka(
             )
         )
     consumer = broker.consumer_config
-    auto = [key for key in ("enable.auto.commit", "enable.auto.offset.store") if _librdkafka_true(consumer.get(key, False))]
+    auto = [
+        key
+        for key in ("enable.auto.commit", "enable.auto.offset.store")
+        if _librdkafka_true(consumer.get(key, False))
+    ]
     if auto:
         found.append(
             checks.Error(
                 f"The Kafka broker's consumer_config turns on {', '.join(auto)}: offsets would be committed "
                 "before their messages are handled, and a worker that stops loses them (at-most-once).",
-                hint="Remove them from DRAMATIQ_BROKER['OPTIONS']['consumer_config']: the broker commits what is done.",
+                hint=(
+                    "Remove them from DRAMATIQ_BROKER['OPTIONS']['consumer_config']: "
+                    "the broker commits what is done."
+                ),
                 obj="DRAMATIQ_BROKER",
                 id="django_messenger.E018",
             )
@@ -939,8 +950,9 @@ def check_kafka(
             given = f"{limit} bytes" if limit else "0 (no limit)"
             found.append(
                 checks.Warning(
-                    f"MESSENGER['MAX_MESSAGE_SIZE'] is {given}, but the Kafka broker sends messages of at most "
-                    f"{kafka_limit} bytes (max_message_size): an envelope over about {largest} bytes is "
+                    f"MESSENGER['MAX_MESSAGE_SIZE'] is {given}, but the Kafka broker sends messages "
+                    f"of at most {kafka_limit} bytes (max_message_size): an envelope over about "
+                    f"{largest} bytes is "
                     "refused by the broker's own limit when it is sent.",
                     hint=(
                         f"Set MAX_MESSAGE_SIZE to at most {largest}, or raise the broker's max_message_size "

@@ -1,4 +1,4 @@
-"""E018 / W012: a Kafka broker configured to lose the at-least-once guarantee, or smaller than MAX_MESSAGE_SIZE.
+"""E018 / W012: a Kafka broker set to lose the at-least-once guarantee, or smaller than MAX_MESSAGE_SIZE.
 
 The brokers are built here without touching the network (the producer and topics are made on first use).
 """
@@ -45,7 +45,8 @@ def test_no_kafka_check_on_other_brokers(settings: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "producer_config", [{"acks": 1}, {"acks": "1"}, {"enable.idempotence": False}, {"enable.idempotence": "false"}]
+    "producer_config",
+    [{"acks": 1}, {"acks": "1"}, {"enable.idempotence": False}, {"enable.idempotence": "false"}],
 )
 def test_e018_a_producer_that_does_not_wait_for_every_replica_or_is_not_idempotent(
     kafka: Any, producer_config: dict[str, Any]
@@ -62,7 +63,9 @@ def test_acks_all_in_any_spelling_passes(kafka: Any, acks: Any) -> None:
     assert check_kafka() == []
 
 
-def test_e018_on_the_producer_is_accepted_when_confirmed_delivery_is_turned_off(kafka: Any, settings: Any) -> None:
+def test_e018_on_the_producer_is_accepted_when_confirmed_delivery_is_turned_off(
+    kafka: Any, settings: Any
+) -> None:
     settings.MESSENGER = {**settings.MESSENGER, "CONFIRM_DELIVERY": False}
     kafka(producer_config={"acks": 1})
     assert check_kafka() == []

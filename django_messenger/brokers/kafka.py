@@ -60,6 +60,7 @@ from django.core.exceptions import ImproperlyConfigured
 from dramatiq.common import current_millis, dq_name, q_name
 from dramatiq.errors import ConnectionClosed, DecodeError
 
+from ..conf import messenger_settings
 from ..exceptions import MessageTooLarge
 
 __all__ = [
@@ -125,8 +126,6 @@ def _publish_timeout(given: float | None) -> float:
     if given is not None:
         return float(given)
     try:  # under Django: MESSENGER["PUBLISH_TIMEOUT"]; a plain Dramatiq program has no settings
-        from ..conf import messenger_settings
-
         return float(messenger_settings.PUBLISH_TIMEOUT)
     except ImproperlyConfigured:
         return DEFAULT_PUBLISH_TIMEOUT
@@ -318,8 +317,12 @@ class KafkaBroker(dramatiq.Broker):
         names = [self.topic(canonical), self.topic(dq_name(canonical)), self.dead_letter_topic(canonical)]
         admin = AdminClient(self.admin_config)
         new = [
-            NewTopic(name, num_partitions=self.partitions, replication_factor=self.replication_factor,
-                     config=self.topic_config)
+            NewTopic(
+                name,
+                num_partitions=self.partitions,
+                replication_factor=self.replication_factor,
+                config=self.topic_config,
+            )
             for name in names
         ]
         deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
@@ -375,7 +378,7 @@ class KafkaBroker(dramatiq.Broker):
         value: bytes,
         *,
         key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
         timeout: float | None = None,
     ) -> None:
         """Produce one record and wait for its delivery report, at most ``timeout`` s (``publish_timeout``).
@@ -405,7 +408,7 @@ class KafkaBroker(dramatiq.Broker):
         topic: str,
         value: bytes,
         key: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
+        headers: list[tuple[str, str | bytes | None]] | None,
         deadline: float,
         seconds: float,
     ) -> KafkaError | None:
@@ -456,7 +459,7 @@ class KafkaBroker(dramatiq.Broker):
         if len(body) > self.max_message_size:
             raise MessageTooLargeForKafka(self.max_message_size, len(body))
         self.ensure_topics(canonical, timeout=self.publish_timeout)
-        headers = [("dramatiq-message-id", message.message_id.encode())]
+        headers: list[tuple[str, str | bytes | None]] = [("dramatiq-message-id", message.message_id.encode())]
         if "eta" in message.options:
             headers.append(("eta", str(message.options["eta"]).encode()))
         key = message.options.get(KEY_OPTION)
@@ -627,7 +630,10 @@ class KafkaConsumer(dramatiq.Consumer):
         )
 
     def _dead_letter(self, value: bytes, key: bytes | None, *, reason: str) -> None:
-        headers = [("dramatiq-dead-lettered", reason.encode()), ("dramatiq-source-topic", self.topic.encode())]
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("dramatiq-dead-lettered", reason.encode()),
+            ("dramatiq-source-topic", self.topic.encode()),
+        ]
         self.broker.produce(self.broker.dead_letter_topic(self.queue_name), value, key=key, headers=headers)
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
@@ -642,7 +648,7 @@ class KafkaConsumer(dramatiq.Consumer):
         message._offsets.done(message._offset)
 
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
-        """Nothing to send: messages not done stay uncommitted and are read again by the partition's next owner."""
+        """Nothing to send: what is not done stays uncommitted, and the partition's next owner reads it."""
 
     def close(self) -> None:
         try:

@@ -84,7 +84,9 @@ def committed(consumer: KafkaConsumer, partition: int = 0) -> int:
 
 def read_topic(tansu: TansuServer, topic: str, *, quiet: float = 1.0) -> list[Any]:
     """Every record of ``topic``, from the start of each partition (no group, nothing committed)."""
-    reader = Consumer({"bootstrap.servers": tansu.bootstrap, "group.id": "inspect", "enable.auto.commit": False})
+    reader = Consumer(
+        {"bootstrap.servers": tansu.bootstrap, "group.id": "inspect", "enable.auto.commit": False}
+    )
     try:
         partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
         reader.assign([TopicPartition(topic, p, 0) for p in partitions])

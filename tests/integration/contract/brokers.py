@@ -416,7 +416,11 @@ class Kafka(ContractBroker):
         from django_messenger.brokers.kafka import KafkaBroker
 
         return KafkaBroker(
-            bootstrap_servers=self.url(), partitions=3, session_timeout_ms=6000, publish_timeout=10, middleware=[]
+            bootstrap_servers=self.url(),
+            partitions=3,
+            session_timeout_ms=6000,
+            publish_timeout=10,
+            middleware=[],
         )
 
     @contextlib.contextmanager
@@ -436,7 +440,11 @@ class Kafka(ContractBroker):
 
         topic = f"{queue}.DLQ"
         consumer = Consumer(
-            {"bootstrap.servers": self.url(), "group.id": f"inspect-{uuid.uuid4().hex}", "enable.auto.commit": False}
+            {
+                "bootstrap.servers": self.url(),
+                "group.id": f"inspect-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
         )
         try:
             metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
