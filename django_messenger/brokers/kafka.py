@@ -103,6 +103,11 @@ DEFAULT_MAX_MESSAGE_SIZE = 1_000_000
 DEFAULT_PUBLISH_TIMEOUT = 5.0
 #: Seconds between two commits of a consumer (when something new is done).
 COMMIT_INTERVAL = 0.2
+#: How many records one poll of a consumer takes at most.
+FETCH_BATCH = 100
+#: A consumer buffers up to this many times its prefetch (and at most BUFFER_MAX) fetched messages.
+BUFFER_FACTOR = 4
+BUFFER_MAX = 1000
 #: Seconds a consumer's poll waits at most, so that commits and pauses follow the acks quickly.
 POLL_INTERVAL = 0.1
 
@@ -271,6 +276,8 @@ class KafkaBroker(dramatiq.Broker):
             **SAFE_CONSUMER,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": session_timeout_ms,
+            # a fetch the broker holds back delays the resume of a paused partition by as much
+            "fetch.wait.max.ms": 100,
             "fetch.max.bytes": max(52428800, max_message_size),
             "max.partition.fetch.bytes": max(1048576, max_message_size),
             **(consumer_config or {}),
@@ -503,11 +510,15 @@ class KafkaConsumer(dramatiq.Consumer):
         self.queue_name = queue_name
         self.topic = broker.topic(queue_name)
         self.prefetch = max(1, prefetch)
+        #: Messages fetched and not handed out yet, at most (the partitions are paused beyond).
+        self.buffer_size = max(self.prefetch, min(BUFFER_FACTOR * self.prefetch, BUFFER_MAX))
         self.timeout = timeout / 1000
         self.buffer: deque[KafkaMessage] = deque()
         self.offsets: dict[int, PartitionOffsets] = {}
         self.paused: set[int] = set()
         self._last_commit = 0.0
+        #: Set by worker threads' acks and nacks: room for the messages waiting in the buffer.
+        self._acked = threading.Event()
         config = {**broker.consumer_config, "group.id": broker.consumer_group(queue_name)}
         self.consumer = Consumer(config)
         self.consumer.subscribe(
@@ -562,22 +573,30 @@ class KafkaConsumer(dramatiq.Consumer):
             offsets.committed(offset)
 
     def outstanding(self) -> int:
-        """Messages handed out (or buffered) and not done, on the partitions still assigned."""
-        return sum(offsets.pending for offsets in self.offsets.values())
+        """Messages handed out to Dramatiq and not done, on the partitions still assigned."""
+        return sum(offsets.pending for offsets in self.offsets.values()) - len(self.buffer)
 
-    def _flow(self) -> int:
-        """Pause every partition when the prefetch is full, resume them when not; the room left."""
-        room = self.prefetch - self.outstanding()
+    def _flow(self) -> None:
+        """Pause every partition once the local buffer is full; resume them once it is half empty.
+
+        The buffer holds messages fetched and not handed out yet; Dramatiq gets at most
+        ``prefetch`` messages not done (see ``__next__``). Pausing at a full buffer and resuming at
+        half of it keeps a resume (a new fetch from the partition) from following every ack.
+        """
         assigned = set(self.offsets)
-        if room <= 0:
+        if len(self.buffer) >= self.buffer_size:
             to_pause = assigned - self.paused
             if to_pause:
                 self.consumer.pause([TopicPartition(self.topic, p) for p in to_pause])
                 self.paused |= to_pause
-        elif self.paused:
+        elif self.paused and len(self.buffer) <= self.buffer_size // 2:
             self.consumer.resume([TopicPartition(self.topic, p) for p in self.paused])
             self.paused.clear()
-        return room
+
+    def _hand_out(self) -> KafkaMessage | None:
+        if self.buffer and self.outstanding() < self.prefetch:
+            return self.buffer.popleft()
+        return None
 
     # --- Dramatiq's Consumer interface ------------------------------------------------------------
 
@@ -586,17 +605,25 @@ class KafkaConsumer(dramatiq.Consumer):
         while True:
             try:
                 self.commit()
-                if self.buffer:
-                    return self.buffer.popleft()
-                room = self._flow()
+                message = self._hand_out()
+                if message is not None:
+                    return message
+                self._flow()
                 wait = max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
-                records = self.consumer.consume(num_messages=max(1, room), timeout=wait)
+                if self.buffer:  # messages wait for room: poll without blocking, then wait for an ack
+                    records = self.consumer.consume(num_messages=FETCH_BATCH, timeout=0)
+                    if not records:
+                        self._acked.wait(wait)
+                        self._acked.clear()
+                else:
+                    records = self.consumer.consume(num_messages=FETCH_BATCH, timeout=wait)
             except KafkaException as exc:
                 raise ConnectionClosed(exc) from None
             for record in records:
                 self._receive(record)
-            if self.buffer:
-                return self.buffer.popleft()
+            message = self._hand_out()
+            if message is not None:
+                return message
             if time.monotonic() >= deadline:
                 return None
 
@@ -639,6 +666,7 @@ class KafkaConsumer(dramatiq.Consumer):
     def ack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, KafkaMessage)
         message._offsets.done(message._offset)
+        self._acked.set()
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         """Produce the message's bytes to ``<queue>.DLQ`` (acks=all), wait, then mark it done."""
@@ -646,6 +674,7 @@ class KafkaConsumer(dramatiq.Consumer):
         # PublishFailed (a BrokerConnectionError) passes through: Dramatiq tries the nack again later
         self._dead_letter(message._value, message._key, reason="rejected")
         message._offsets.done(message._offset)
+        self._acked.set()
 
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
         """Nothing to send: what is not done stays uncommitted, and the partition's next owner reads it."""

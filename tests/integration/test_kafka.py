@@ -102,23 +102,25 @@ def read_topic(tansu: TansuServer, topic: str, *, quiet: float = 1.0) -> list[An
 
 
 def test_commits_stop_at_the_lowest_unfinished_offset_and_the_prefetch_pauses(tansu):
-    # Given five messages on a one-partition queue, and a consumer with a prefetch of two
+    # Given twelve messages on a one-partition queue, and a consumer with a prefetch of two
     broker = make_broker(tansu)
     queue = new_queue(broker)
-    send(broker, queue, 5)
+    send(broker, queue, 12)
     consumer = broker.consume(queue, prefetch=2, timeout=300)
     try:
         first, second = take(consumer, 2)
         assert (first._offset, second._offset) == (0, 1)
 
-        # Then no third message comes while both are out: the partition is paused
+        # Then no third message comes while both are out, and once its buffer of fetched
+        # messages is full (4 x the prefetch) the consumer pauses the partition
         for _ in range(5):
             assert next(consumer) is None
+        assert len(consumer.buffer) >= consumer.buffer_size == 8
         assert consumer.paused == {0}
 
         # When the second is acked but not the first, Then nothing past the first is committed
         consumer.ack(second)
-        third = take(consumer, 1)[0]  # room for one more: resumed
+        third = take(consumer, 1)[0]  # room for one more
         assert third._offset == 2
         consumer.commit(force=True)
         assert committed(consumer) in (0, -1001)  # -1001: nothing committed yet
