@@ -206,3 +206,33 @@ def test_the_plain_dramatiq_example_of_the_docs_runs_without_django(tansu, tmp_p
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert ran.stdout.strip().splitlines()[-1] == "shipped [1, 2, 3, 4]"
+
+
+def test_messenger_stats_reads_what_each_group_has_not_committed(tansu):
+    from django_messenger import stats
+    from django_messenger.stats import kafka as kafka_reader
+
+    # Given a queue with three messages (one sent at a time: tansu's watermarks count a batch as
+    # one record) and a delayed one, of which a consumer acked one and dead-lettered another
+    broker = make_broker(tansu, partitions=2)
+    queue = new_queue(broker)
+    send(broker, queue, 3)
+    broker.enqueue(Message(queue_name=queue, actor_name="a", args=(), kwargs={}, options={}), delay=600_000)
+    consumer = broker.consume(queue, prefetch=2, timeout=300)
+    try:
+        acked, nacked = take(consumer, 2)
+        consumer.ack(acked)
+        consumer.nack(nacked)
+        consumer.commit(force=True)
+    finally:
+        consumer.close()
+
+    # When messenger_stats reads it (and a queue that has no topic yet)
+    assert stats.reader_for(broker) is kafka_reader
+    found = stats.queue_stats([queue, "never-sent"], broker=broker, timeout=10)
+
+    # Then the queue has one message left, one delayed and one dead letter; in flight is unknown
+    by_queue = {row.queue: row for row in found}
+    counts = by_queue[queue]
+    assert (counts.ready, counts.in_flight, counts.delayed, counts.dead_lettered) == (1, None, 1, 1)
+    assert by_queue["never-sent"].notes == (kafka_reader.MISSING_NOTE,)
