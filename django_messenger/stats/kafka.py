@@ -18,6 +18,7 @@ counts are low when records were sent in batches.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -91,10 +92,8 @@ class _Reader:
 
     def close(self) -> None:
         for consumer in self.consumers.values():
-            try:
+            with contextlib.suppress(KafkaException, RuntimeError):
                 consumer.close()
-            except (KafkaException, RuntimeError):
-                pass
 
 
 def read(broker: Any, queues: Sequence[str], *, timeout: float) -> list[QueueStats]:
