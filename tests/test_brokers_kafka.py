@@ -61,6 +61,18 @@ def test_an_offset_already_committed_is_not_committed_again():
     assert offsets.committable() == 2
 
 
+def test_an_offset_done_twice_counts_once():
+    offsets = PartitionOffsets("q", 0)
+    for offset in (0, 1, 2):
+        offsets.add(offset)
+    offsets.done(0)
+    offsets.done(0)  # an ack repeated (Dramatiq retries a post-process that raised)
+    assert offsets.pending == 2 and offsets.committable() == 1
+    offsets.done(2)
+    offsets.done(2)
+    assert offsets.pending == 1 and offsets.committable() == 1
+
+
 def test_acks_of_a_revoked_partition_change_nothing():
     offsets = PartitionOffsets("q", 3)
     offsets.add(5)

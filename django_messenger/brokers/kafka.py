@@ -151,29 +151,31 @@ class PartitionOffsets:
         #: Set when the partition was revoked: later acks of its messages change nothing.
         self.revoked = False
         self._lock = threading.Lock()
-        self._order: deque[int] = deque()  # handed out, in order; done ones leave from the left
-        self._done: set[int] = set()
+        self._order: deque[int] = deque()  # handed out and not committable yet, in order
+        self._outstanding: set[int] = set()  # handed out and not done
         self._next: int | None = None  # one past the highest offset handed out
         self._committed: int | None = None
 
     def add(self, offset: int) -> None:
         with self._lock:
             self._order.append(offset)
+            self._outstanding.add(offset)
             self._next = offset + 1 if self._next is None else max(self._next, offset + 1)
 
     def done(self, offset: int) -> None:
+        """Mark ``offset`` done (again, or after a revocation: nothing changes)."""
         with self._lock:
-            if self.revoked:
+            if self.revoked or offset not in self._outstanding:
                 return
-            self._done.add(offset)
-            while self._order and self._order[0] in self._done:
-                self._done.discard(self._order.popleft())
+            self._outstanding.discard(offset)
+            while self._order and self._order[0] not in self._outstanding:
+                self._order.popleft()
 
     @property
     def pending(self) -> int:
         """How many handed-out offsets are not done yet."""
         with self._lock:
-            return len(self._order) - len(self._done)
+            return len(self._outstanding)
 
     def committable(self) -> int | None:
         with self._lock:
@@ -610,13 +612,17 @@ class KafkaConsumer(dramatiq.Consumer):
                     return message
                 self._flow()
                 wait = max(0.0, min(POLL_INTERVAL, deadline - time.monotonic()))
-                if self.buffer:  # messages wait for room: poll without blocking, then wait for an ack
-                    records = self.consumer.consume(num_messages=FETCH_BATCH, timeout=0)
-                    if not records:
-                        self._acked.wait(wait)
-                        self._acked.clear()
-                else:
-                    records = self.consumer.consume(num_messages=FETCH_BATCH, timeout=wait)
+                # What librdkafka holds already, without waiting (consume() waits its whole timeout
+                # unless it has the whole batch); with nothing, wait for one message, or for an ack
+                # when messages wait in the buffer for room
+                records = self.consumer.consume(num_messages=FETCH_BATCH, timeout=0)
+                if not records and self.buffer:
+                    self._acked.wait(wait)
+                    self._acked.clear()
+                elif not records:
+                    records = self.consumer.consume(num_messages=1, timeout=wait)
+                    if records:
+                        records += self.consumer.consume(num_messages=FETCH_BATCH, timeout=0)
             except KafkaException as exc:
                 raise ConnectionClosed(exc) from None
             for record in records:
