@@ -236,3 +236,48 @@ def test_messenger_stats_reads_what_each_group_has_not_committed(tansu):
     counts = by_queue[queue]
     assert (counts.ready, counts.in_flight, counts.delayed, counts.dead_lettered) == (1, None, 1, 1)
     assert by_queue["never-sent"].notes == (kafka_reader.MISSING_NOTE,)
+
+
+def test_a_partition_moved_to_a_joining_consumer_is_revoked_and_its_unfinished_message_read_again(tansu):
+    # Given a consumer that owns both partitions of a queue, with the first message of each
+    # partition not done and the others done
+    broker = make_broker(tansu, partitions=2)
+    queue = new_queue(broker)
+    for key in ("a", "b", "c", "d", "e", "f"):  # keys spread the messages over both partitions
+        send(broker, queue, 1, kafka_key=key)
+    first = broker.consume(queue, prefetch=6, timeout=300)
+    second: KafkaConsumer | None = None
+    try:
+        held = take(first, 6)
+        assert {m._offsets.partition for m in held} == {0, 1}
+        unfinished = {
+            p: min((m for m in held if m._offsets.partition == p), key=lambda m: m._offset) for p in (0, 1)
+        }
+        for message in held:
+            if message not in unfinished.values():
+                first.ack(message)
+
+        # When a second consumer joins the group, and both keep polling
+        second = broker.consume(queue, prefetch=6, timeout=300)
+        got: list[KafkaMessage] = []
+        deadline = time.monotonic() + 60
+        while len(first.offsets) != 1 or not got:
+            assert time.monotonic() < deadline, f"no rebalance: {sorted(first.offsets)}"
+            next(first)
+            message = next(second)
+            if message is not None:
+                got.append(message)
+
+        # Then the first gave one partition up, and the second reads it from its unfinished message
+        (moved,) = {0, 1} - set(first.offsets)
+        assert set(second.offsets) == {moved}
+        assert got[0].message_id == unfinished[moved].message_id
+        assert committed(second, moved) == unfinished[moved]._offset
+        # and an ack of the moved message on the first consumer, afterwards, changes nothing
+        first.ack(unfinished[moved])
+        first.commit(force=True)
+        assert committed(second, moved) == unfinished[moved]._offset
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
