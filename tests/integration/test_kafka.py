@@ -281,3 +281,43 @@ def test_a_partition_moved_to_a_joining_consumer_is_revoked_and_its_unfinished_m
         first.close()
         if second is not None:
             second.close()
+
+
+def test_a_nack_kafka_does_not_take_leaves_the_offset_unfinished():
+    from dramatiq.errors import BrokerConnectionError
+
+    from tests.faultproxy import FaultProxy
+
+    # Given a tansu reached only through a fault proxy (it advertises the proxy's port)
+    server = TansuServer()
+    with FaultProxy(upstream=("127.0.0.1", server.port)) as proxy:
+        server.advertised_port = proxy.port
+        try:
+            server.start()
+        except RuntimeError as exc:
+            pytest.skip(f"tansu did not start: {exc}")
+        try:
+            broker = make_broker(server)
+            broker.publish_timeout = 1.0
+            queue = new_queue(broker)
+            send(broker, queue, 1)
+            consumer = broker.consume(queue, prefetch=1, timeout=300)
+            (message,) = take(consumer, 1)
+
+            # When Kafka goes silent and the message is nacked
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(BrokerConnectionError):  # Dramatiq tries the nack again later
+                consumer.nack(message)
+
+            # Then the nack failed within the publish timeout, and its offset is not done
+            assert time.monotonic() - started < 1.0 + 0.5
+            assert message._offsets.pending == 1 and message._offsets.committable() == 0
+
+            # When Kafka is back, Then the nack goes through and the offset is done
+            proxy.restore()
+            consumer.nack(message)
+            assert message._offsets.pending == 0 and message._offsets.committable() == 1
+            consumer.close()
+        finally:
+            server.stop()
