@@ -212,11 +212,12 @@ def _insert_first(
         message_id=message_id,
         owner=stamp.owner[:255],
         handlers=max(1, stamp.handlers),
-        handled=[] if failed else [handler],
-        failed={handler: FAILED_SUMMARY} if failed else {},
         created_at=created_at,
         updated_at=now,
     )
+    fields: Any = row  # handled and failed are JSON (JSONTextField), typed as text
+    fields.handled = [] if failed else [handler]
+    fields.failed = {handler: FAILED_SUMMARY} if failed else {}
     try:
         if transaction.get_connection(alias).in_atomic_block:
             with transaction.atomic(using=alias):
