@@ -61,6 +61,7 @@ from google.api_core import exceptions as google_exceptions
 from google.api_core import retry as google_retry
 from google.cloud import pubsub_v1
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.pubsub_v1.services.publisher import client as gapic_publisher
 from google.pubsub_v1.types import DeadLetterPolicy, RetryPolicy
 
 from ..exceptions import MessageTooLarge
@@ -320,7 +321,8 @@ class PubSubBroker(dramatiq.Broker):
         """Declare ``queue_name`` and its delay queue (no network: topics are made on first use)."""
         if queue_name in self.queues:
             return
-        resource_id(self.namespace, xq_name(queue_name))  # a name Pub/Sub refuses fails here
+        for name in (queue_name, xq_name(queue_name)):  # a name Pub/Sub refuses fails here
+            resource_id(self.namespace, name)
         self.emit_before("declare_queue", queue_name)
         self.queues.add(queue_name)
         self.emit_after("declare_queue", queue_name)
@@ -357,7 +359,9 @@ class PubSubBroker(dramatiq.Broker):
         )
         self._make(dead_letters, {}, timeout)
         self._make(
-            dq_name(canonical), {"ack_deadline_seconds": self.ack_deadline, "retry_policy": retry_policy}, timeout
+            dq_name(canonical),
+            {"ack_deadline_seconds": self.ack_deadline, "retry_policy": retry_policy},
+            timeout,
         )
         self._make(
             canonical,
@@ -431,7 +435,10 @@ class PubSubBroker(dramatiq.Broker):
             timeout=remaining,
         )
         try:
-            response = client.api.publish(
+            # The generated client's Publish (one call, its answer the ids), not the batching
+            # publisher's, whose future would outlive the deadline and send later
+            response = gapic_publisher.PublisherClient.publish(
+                client,
                 request={"topic": self.topic_path(queue_name), "messages": [pubsub_message]},
                 timeout=remaining,
                 retry=retry,
@@ -526,9 +533,8 @@ class PubSubBroker(dramatiq.Broker):
         self.leases.stop()
         with self._clients_lock:
             for client in (self._publisher, self._subscriber):
-                transport = getattr(getattr(client, "api", client), "transport", None)
-                if transport is not None:
-                    transport.close()
+                if client is not None:
+                    client.transport.close()
             self._publisher = self._subscriber = None
 
 

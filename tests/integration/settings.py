@@ -12,7 +12,7 @@ DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F40
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("MESSENGER_CONN_MAX_AGE", "0"))  # noqa: F405
 
-#: Which broker the processes use: "rabbitmq" (the default), "redis", "sqs" or "postgres" (the
+#: Which broker the processes use: "rabbitmq" (the default), "redis", "sqs", "postgres" or "pubsub" (the
 #: contract suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either
 #: at the server or at a FaultProxy in front of it; on PostgreSQL the broker is the database, so
 #: MESSENGER_TEST_DB_PORT (tests/settings.py) does that.
@@ -64,6 +64,21 @@ elif BROKER == "sqs":
             "visibility_timeout": int(os.environ.get("MESSENGER_SQS_VISIBILITY_TIMEOUT", "10")),
             # deliveries before SQS's redrive policy dead-letters a message (queues created by the run)
             "max_receives": int(os.environ.get("MESSENGER_SQS_MAX_RECEIVES", "5")),
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
+elif BROKER == "pubsub":
+    DRAMATIQ_BROKER = {
+        # Google's Pub/Sub emulator (tests/pubsub_emulator.py), found through PUBSUB_EMULATOR_HOST
+        "BROKER": "django_messenger.brokers.pubsub.PubSubBroker",
+        "OPTIONS": {
+            "project_id": "messenger-test",
+            # the run's own topics and subscriptions
+            "namespace": os.environ.get("MESSENGER_PUBSUB_NAMESPACE", "messenger"),
+            # short, so that a SIGKILLed worker's messages come back within seconds
+            "ack_deadline": int(os.environ.get("MESSENGER_PUBSUB_ACK_DEADLINE", "10")),
+            "min_backoff": 1,
+            "max_backoff": 5,
         },
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }
