@@ -6,10 +6,15 @@ started once for this module; each test uses queues of its own.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -312,3 +317,72 @@ def test_no_ordering_key_without_message_ordering(make_broker: Any) -> None:
 
     [received] = pulled(broker, "q")
     assert received.message.ordering_key == ""
+
+
+# --- the docs' plain-Dramatiq example -------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "transports.md"
+EXAMPLE_MARK = "<!-- pubsub-example -->\n```python\n"
+
+
+def docs_example() -> str:
+    text = DOCS.read_text()
+    start = text.index(EXAMPLE_MARK) + len(EXAMPLE_MARK)
+    return text[start : text.index("```", start)]
+
+
+def test_the_docs_plain_dramatiq_example_runs_without_django(
+    emulator: PubSubEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the docs' tasks.py, and the dramatiq CLI's worker on it, with no Django settings
+    (tmp_path / "tasks.py").write_text(docs_example())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO")}
+    env.update(PUBSUB_EMULATOR_HOST=emulator.host, PYTHONPATH=str(tmp_path), dramatiq_restart_delay="500")
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "tasks", "--processes", "1", "--threads", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        # When the docs' sends run
+        sent = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                'import tasks; tasks.greet.send("Ada"); '
+                'tasks.greet.send_with_options(args=("Bob",), delay=2000); tasks.fail.send("Eve")',
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr.decode()
+
+        # Then the worker greets both, and the failing message ends in the dead letters
+        deadline = time.monotonic() + 60
+        output = ""
+        while time.monotonic() < deadline:
+            output = (tmp_path / "worker.log").read_text(errors="replace")
+            if "Hello, Bob!" in output and "Retries exceeded" in output:
+                break
+            time.sleep(0.2)
+        assert "Hello, Ada!" in output and "Hello, Bob!" in output, output[-3000:]
+        assert "Retries exceeded" in output, output[-3000:]
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        log.close()
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+    broker = PubSubBroker(project_id="my-project", namespace="example", middleware=[])
+    broker.declare_queue("greetings")
+    dead = []
+    deadline = time.monotonic() + 10
+    while not dead and time.monotonic() < deadline:
+        dead = pulled(broker, "greetings.XQ", timeout=2)
+    assert [Message.decode(d.message.data).actor_name for d in dead] == ["fail"]
+    broker.close()
