@@ -51,6 +51,7 @@ READERS: dict[str, str] = {
     "dramatiq.brokers.stub.StubBroker": "django_messenger.stats.stub",
     "django_messenger.brokers.sqs.SQSBroker": "django_messenger.stats.sqs",
     "dramatiq_postgres.broker.PostgresBroker": "django_messenger.stats.postgres",
+    "django_messenger.brokers.pubsub.PubSubBroker": "django_messenger.stats.pubsub",
 }
 
 
