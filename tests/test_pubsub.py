@@ -386,3 +386,41 @@ def test_the_docs_plain_dramatiq_example_runs_without_django(
         dead = pulled(broker, "greetings.XQ", timeout=2)
     assert [Message.decode(d.message.data).actor_name for d in dead] == ["fail"]
     broker.close()
+
+
+def test_a_delay_consumer_that_closes_gives_back_the_delayed_messages_dramatiq_dropped(
+    make_broker: Any,
+) -> None:
+    # Given a delayed message held by a worker's delay consumer (in Dramatiq's memory, leased)
+    broker = make_broker()
+    sent = broker.enqueue(message(), delay=3_600_000)
+    consumer = broker.consume("q.DQ", prefetch=10, timeout=500)
+    [held] = take(consumer, 1)
+
+    # When the consumer closes after a connection error (Dramatiq drops what it held, no requeue)
+    consumer.close()
+
+    # Then the lease ends and Pub/Sub delivers the message again to the next consumer
+    assert broker.leases.count(consumer.subscription) == 0
+    again = take(broker.consume("q.DQ", prefetch=10, timeout=500), 1)
+    assert [m.message_id for m in again] == [sent.message_id] == [held.message_id]
+
+
+def test_a_give_back_that_fails_still_ends_the_leases(
+    make_broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dramatiq.errors import ConnectionClosed
+
+    broker = make_broker()
+    broker.enqueue(message())
+    consumer = broker.consume("q", prefetch=1, timeout=500)
+    [got] = take(consumer, 1)
+
+    def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionClosed(RuntimeError("Pub/Sub unreachable"))
+
+    monkeypatch.setattr(broker, "_settle", unreachable)
+    with pytest.raises(ConnectionClosed):
+        consumer.requeue([got])
+
+    assert broker.leases.count(consumer.subscription) == 0  # its deadline runs out: delivered again

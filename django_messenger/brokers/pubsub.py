@@ -163,6 +163,11 @@ class _Leases:
         with self._lock:
             self._held.get(subscription, set()).difference_update(ack_ids)
 
+    def take_all(self, subscription: str) -> list[str]:
+        """Stop extending every message held on ``subscription``; return their ack ids."""
+        with self._lock:
+            return list(self._held.pop(subscription, ()))
+
     def count(self, subscription: str) -> int:
         with self._lock:
             return len(self._held.get(subscription, ()))
@@ -339,9 +344,10 @@ class PubSubBroker(dramatiq.Broker):
     def ensure(self, queue_name: str, *, timeout: float | None = None) -> None:
         """Make ``queue_name``'s topics and subscriptions (``q``, ``q.DQ``, ``q.XQ``) when missing.
 
-        Once per process and queue. Each call is bounded by ``timeout`` (the publish timeout
-        by default). The dead letters' topic and subscription come first, so that no message
-        is published before its subscription exists.
+        Once per process and queue. All the calls together are bounded by ``timeout`` (the
+        publish timeout by default): a send that makes them still answers within its bound.
+        Each subscription is made right after its topic, the dead letters' first, so that no
+        message is published before a subscription exists to keep it.
         """
         canonical = queue_name.removesuffix(".DQ").removesuffix(".XQ")
         if canonical in self._made:
@@ -352,16 +358,16 @@ class PubSubBroker(dramatiq.Broker):
             with self._made_lock:
                 self._made.add(canonical)
             return
-        timeout = self.publish_timeout if timeout is None else timeout
+        deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
         dead_letters = xq_name(canonical)
         retry_policy = RetryPolicy(
             minimum_backoff=_duration(self.min_backoff), maximum_backoff=_duration(self.max_backoff)
         )
-        self._make(dead_letters, {}, timeout)
+        self._make(dead_letters, {}, deadline)
         self._make(
             dq_name(canonical),
             {"ack_deadline_seconds": self.ack_deadline, "retry_policy": retry_policy},
-            timeout,
+            deadline,
         )
         self._make(
             canonical,
@@ -373,22 +379,31 @@ class PubSubBroker(dramatiq.Broker):
                 ),
                 "enable_message_ordering": self.message_ordering,
             },
-            timeout,
+            deadline,
         )
         with self._made_lock:
             self._made.add(canonical)
 
-    def _make(self, queue_name: str, options: dict[str, Any], timeout: float) -> None:
+    @staticmethod
+    def _left(deadline: float) -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise google_exceptions.DeadlineExceeded("The topics and subscriptions were not made in time.")
+        return left
+
+    def _make(self, queue_name: str, options: dict[str, Any], deadline: float) -> None:
         topic = self.topic_path(queue_name)
         try:
-            self.publisher.create_topic(request={"name": topic}, timeout=timeout, retry=None)
+            self.publisher.create_topic(request={"name": topic}, timeout=self._left(deadline), retry=None)
             logger.info("Created the Pub/Sub topic %r.", topic)
         except google_exceptions.AlreadyExists:
             pass
         subscription = self.subscription_path(queue_name)
         try:
             self.subscriber.create_subscription(
-                request={"name": subscription, "topic": topic, **options}, timeout=timeout, retry=None
+                request={"name": subscription, "topic": topic, **options},
+                timeout=self._left(deadline),
+                retry=None,
             )
             logger.info("Created the Pub/Sub subscription %r.", subscription)
         except google_exceptions.AlreadyExists:
@@ -422,12 +437,16 @@ class PubSubBroker(dramatiq.Broker):
         """
         timeout = self.publish_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        self.ensure(queue_name, timeout=timeout)
-        remaining = max(deadline - time.monotonic(), 0.001)
+        client = self.publisher
+        try:
+            self.ensure(queue_name, timeout=timeout)
+            remaining = self._left(deadline)
+        except google_exceptions.GoogleAPICallError:
+            self._discard_publisher(client)
+            raise
         pubsub_message: dict[str, Any] = {"data": data}
         if ordering_key:
             pubsub_message["ordering_key"] = ordering_key
-        client = self.publisher
         retry = google_retry.Retry(
             predicate=google_retry.if_exception_type(*_TRANSIENT),
             initial=0.05,
@@ -466,10 +485,14 @@ class PubSubBroker(dramatiq.Broker):
         self.leases.release(subscription, ack_ids)
 
     def give_back(self, queue_name: str, ack_ids: list[str]) -> None:
-        """Pub/Sub's nack (a deadline of 0): delivered again after the subscription's retry backoff."""
+        """Pub/Sub's nack (a deadline of 0): delivered again after the subscription's retry backoff.
+
+        The messages are no longer extended either way: if the call fails, their deadline runs
+        out and Pub/Sub delivers them again all the same (never held for ever by a live worker).
+        """
         subscription = self.subscription_path(queue_name)
-        self._settle("modify_ack_deadline", subscription, ack_ids, ack_deadline_seconds=0)
         self.leases.release(subscription, ack_ids)
+        self._settle("modify_ack_deadline", subscription, ack_ids, ack_deadline_seconds=0)
 
     def _settle(self, method: str, subscription: str, ack_ids: list[str], **extra: Any) -> None:
         for start in range(0, len(ack_ids), ACK_BATCH):
@@ -583,12 +606,16 @@ class PubSubConsumer(dramatiq.Consumer):
             raise ConnectionClosed(exc) from None
         received = list(response.received_messages)
         self.broker.leases.hold(self.subscription, [r.ack_id for r in received])
-        for item in received:
+        for index, item in enumerate(received):
             data = bytes(item.message.data)
             try:
                 message = dramatiq.Message.decode(data)
             except DecodeError as exc:
-                self.dead_letter_undecodable(item.ack_id, data, exc)
+                try:
+                    self.dead_letter_undecodable(item.ack_id, data, exc)
+                except ConnectionClosed:  # what is left of the pull goes back, not held for ever
+                    self.give_back_quietly([r.ack_id for r in received[index:]])
+                    raise
                 continue
             self.buffer.append(
                 PubSubMessage(message, ack_id=item.ack_id, delivery_attempt=item.delivery_attempt)
@@ -622,7 +649,25 @@ class PubSubConsumer(dramatiq.Consumer):
         if ack_ids:
             self.broker.give_back(self.queue_name, ack_ids)
 
+    def give_back_quietly(self, ack_ids: list[str]) -> None:
+        """Give ``ack_ids`` back; if Pub/Sub cannot be told, their deadline runs out instead."""
+        try:
+            self.broker.give_back(self.queue_name, ack_ids)
+        except ConnectionClosed:
+            logger.warning(
+                "%d message(s) of %r come back once their deadline runs out.", len(ack_ids), self.queue_name
+            )
+
     def close(self) -> None:
+        """Give back the prefetched messages; on a delay queue, every delayed message still held.
+
+        Dramatiq's consumer thread drops the delayed messages it holds in memory when its
+        consumer fails (it requeues them only on a clean stop): their leases must end here, or
+        this live worker would extend them for ever and nobody would deliver them.
+        """
         buffered, self.buffer = list(self.buffer), deque()
-        if buffered:
-            self.requeue(buffered)
+        ack_ids = [message._ack_id for message in buffered]
+        if self.queue_name.endswith(".DQ"):
+            ack_ids = self.broker.leases.take_all(self.subscription)
+        if ack_ids:
+            self.give_back_quietly(ack_ids)
