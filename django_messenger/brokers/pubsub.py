@@ -64,6 +64,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.pubsub_v1.services.publisher import client as gapic_publisher
 from google.pubsub_v1.types import DeadLetterPolicy, RetryPolicy
 
+from ..conf import messenger_settings
 from ..exceptions import MessageTooLarge
 
 __all__ = [
@@ -277,9 +278,7 @@ class PubSubBroker(dramatiq.Broker):
         """Seconds a send may wait: the option, else ``MESSENGER["PUBLISH_TIMEOUT"]``, else 5."""
         if self.publish_timeout_option is not None:
             return float(self.publish_timeout_option)
-        if django_settings.configured:
-            from ..conf import messenger_settings  # Django's settings exist: messenger's setting applies
-
+        if django_settings.configured:  # a Django project: messenger's setting applies
             return float(messenger_settings.PUBLISH_TIMEOUT)
         return DEFAULT_PUBLISH_TIMEOUT
 
