@@ -154,10 +154,12 @@ def test_a_silent_server_is_a_broker_unavailable_within_publish_timeout(
         broker = PubSubBroker(project_id=PROJECT_ID, middleware=[])
         broker.declare_queue("silent")
 
+        broker.publisher  # noqa: B018  (made before the send, to see it replaced)
         started = time.monotonic()
         with pytest.raises(BrokerUnavailable):
             publish(broker, message("silent"))
         elapsed = time.monotonic() - started
+        assert broker._publisher is None  # its channel may be stuck: the next send makes a new one
         broker.close()
 
     assert elapsed < 1.0 + 1.0, f"refused after {elapsed:.2f}s"
@@ -194,10 +196,12 @@ def test_an_enqueue_returns_once_the_server_has_the_message(make_broker: Any) ->
 def test_a_send_to_a_deleted_topic_fails_instead_of_being_lost(make_broker: Any) -> None:
     broker = make_broker()
     broker.ensure("q")
-    broker.publisher.delete_topic(topic=broker.topic_path("q"))
+    client = broker.publisher
+    client.delete_topic(topic=broker.topic_path("q"))
 
     with pytest.raises(BrokerUnavailable):
         publish(broker, message())
+    assert broker.publisher is client  # an answer, not an unreachable server: the client stays
 
 
 def test_a_delayed_message_goes_to_the_delay_topic_with_its_eta(make_broker: Any) -> None:

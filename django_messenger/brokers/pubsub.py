@@ -21,8 +21,8 @@ What it does:
 
 * **A send waits for the server's message id** (one ``Publish`` call, retried on transient
   errors within ``PUBLISH_TIMEOUT``): an error or no answer in time raises, which messenger's
-  ``publish`` turns into ``BrokerUnavailable`` (a 503). A client that failed is replaced, so
-  that the next send does not wait for gRPC's reconnection backoff.
+  ``publish`` turns into ``BrokerUnavailable`` (a 503). A client that could not reach Pub/Sub is
+  replaced, so that the next send does not wait for gRPC's reconnection backoff.
 * **Synchronous pull, bounded by the prefetch**: a consumer pulls at most ``prefetch`` minus
   the messages its worker holds (flow control), and waits up to the worker's timeout.
 * **Ack deadlines extended while a message is held**: one lease thread per broker extends every
@@ -100,6 +100,15 @@ _TRANSIENT = (
     google_exceptions.InternalServerError,
     google_exceptions.Aborted,
     google_exceptions.Unknown,
+)
+
+
+#: Errors after which a publisher's channel may be stuck (silent, reset, reconnecting with backoff):
+#: the client is replaced. Other errors (a deleted topic, a permission) leave it to the other sends.
+_UNREACHABLE = (
+    google_exceptions.DeadlineExceeded,
+    google_exceptions.ServiceUnavailable,
+    google_exceptions.RetryError,
 )
 
 
@@ -308,7 +317,11 @@ class PubSubBroker(dramatiq.Broker):
             return self._subscriber
 
     def _discard_publisher(self, client: Any) -> None:
-        """Forget a publisher whose call failed: the next send gets a fresh channel."""
+        """Forget a publisher that could not reach Pub/Sub: the next send gets a fresh channel.
+
+        Not closed here: other threads' calls on it end by their own deadlines, and its channel
+        closes when the last of them lets it go.
+        """
         with self._clients_lock:
             if self._publisher is client:
                 self._publisher = None
@@ -440,8 +453,9 @@ class PubSubBroker(dramatiq.Broker):
         try:
             self.ensure(queue_name, timeout=timeout)
             remaining = self._left(deadline)
-        except google_exceptions.GoogleAPICallError:
-            self._discard_publisher(client)
+        except google_exceptions.GoogleAPICallError as exc:
+            if isinstance(exc, _UNREACHABLE):
+                self._discard_publisher(client)
             raise
         pubsub_message: dict[str, Any] = {"data": data}
         if ordering_key:
@@ -461,11 +475,9 @@ class PubSubBroker(dramatiq.Broker):
                 timeout=remaining,
                 retry=retry,
             )
-        except google_exceptions.GoogleAPICallError:
-            self._discard_publisher(client)
-            raise
-        except google_exceptions.RetryError:
-            self._discard_publisher(client)
+        except (google_exceptions.GoogleAPICallError, google_exceptions.RetryError) as exc:
+            if isinstance(exc, _UNREACHABLE):
+                self._discard_publisher(client)
             raise
         return str(response.message_ids[0])
 
