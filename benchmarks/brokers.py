@@ -664,6 +664,116 @@ class Kafka(BenchBroker):
         return f"(librdkafka {confluent_kafka.libversion()[0]})"
 
 
+class PubSub(BenchBroker):
+    """Google Pub/Sub as Google's emulator on ``BENCH_PUBSUB_HOST`` (127.0.0.1:8085 by default),
+    messenger's ``PubSubBroker`` on both sides.
+
+    The benchmark starts no server: run one first (``cloud-pubsub-emulator --host=127.0.0.1
+    --port=8085``, with ``JAVA_OPTS=-Xmx256m``), or point ``BENCH_PUBSUB_HOST`` elsewhere. Every
+    topic and subscription of a run is ``<prefix>.<queue>`` (the broker's namespace); :meth:`cleanup`
+    deletes them. Pub/Sub counts no messages: :meth:`depth` pulls one message and gives it back at
+    once, and answers 0 when there was none, else the number the script published (so a drain's
+    rate counts every published message, including any a worker took before the clock started).
+    The subscriptions redeliver a given-back message at once (``min_backoff`` 0) and dead-letter
+    only after 100 deliveries, so that these peeks neither slow nor lose a message.
+    """
+
+    name = "pubsub"
+    server = "Pub/Sub (emulator)"
+    slowest_rate = 20.0
+    no_unconfirmed_note = (
+        "no unconfirmed variants on pubsub: a send always waits for the server's message id "
+        "('confirms' in the labels means that wait)."
+    )
+    project_id = "messenger-bench"
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix)
+        self._published: dict[str, int] = {}
+
+    @classmethod
+    def host(cls) -> str:
+        return os.environ.get("BENCH_PUBSUB_HOST", "127.0.0.1:8085")
+
+    @classmethod
+    def env(cls) -> dict[str, str]:
+        return {"BENCH_PUBSUB_HOST": cls.host(), "PUBSUB_EMULATOR_HOST": cls.host()}
+
+    @classmethod
+    def dramatiq_broker(cls, prefix: str, confirm: bool) -> dict[str, Any]:
+        return {
+            "BROKER": "django_messenger.brokers.pubsub.PubSubBroker",
+            "OPTIONS": {
+                "project_id": cls.project_id,
+                "namespace": prefix,
+                "min_backoff": 0,
+                "max_backoff": 1,
+                "max_deliveries": 100,
+            },
+        }
+
+    def require(self) -> None:
+        from benchmarks._common import Skip
+
+        host, _, port = self.host().rpartition(":")
+        if not port_open(host, int(port)):
+            raise Skip(
+                f"No Pub/Sub emulator listens on {host}:{port} (start one: `cloud-pubsub-emulator "
+                f"--host={host} --port={port}`)."
+            )
+        try:
+            import google.cloud.pubsub_v1  # noqa: F401
+        except ImportError:
+            raise Skip("google-cloud-pubsub is not installed: pip install -e '.[pubsub]'.") from None
+        os.environ.update(self.env())  # the script's own clients find the emulator there
+
+    def publish(self, queue: str, messages: Iterable[Message[Any]], n: int) -> None:
+        """Each enqueue waits for its id (the message is stored): 16 at a time."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        client = self.client()
+        client.declare_queue(queue)
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(client.enqueue, messages))
+        self._published[queue] = self._published.get(queue, 0) + n
+
+    def depth(self, queue: str) -> int:
+        client: Any = self.client()
+        if queue not in client.queues:
+            return 0
+        response = client.subscriber.pull(
+            request={"subscription": client.subscription_path(queue), "max_messages": 1}, timeout=1.0
+        )
+        ack_ids = [received.ack_id for received in response.received_messages]
+        if not ack_ids:
+            return 0
+        client.give_back(queue, ack_ids)
+        return max(self._published.get(queue, 0), 1)
+
+    def purge(self, queues: Iterable[str]) -> None:
+        client: Any = self.client()
+        for queue in queues:
+            client.declare_queue(queue)
+            client.flush(queue)
+            self._published.pop(queue, None)
+
+    def cleanup(self, queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
+        client: Any = self.client()
+        project = f"projects/{self.project_id}"
+        mine = f"/{self.prefix}."
+        for subscription in client.subscriber.list_subscriptions(project=project):
+            if mine in subscription.name:
+                client.subscriber.delete_subscription(subscription=subscription.name)
+        for topic in client.publisher.list_topics(project=project):
+            if mine in topic.name:
+                client.publisher.delete_topic(topic=topic.name)
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"emulator, google-cloud-pubsub {version('google-cloud-pubsub')}"
+
+
 #: Every broker the benchmarks know, by ``--broker`` name.
 BROKERS: dict[str, type[BenchBroker]] = {
     "rabbitmq": Rabbitmq,
@@ -671,6 +781,7 @@ BROKERS: dict[str, type[BenchBroker]] = {
     "sqs": Sqs,
     "postgres": Postgres,
     "kafka": Kafka,
+    "pubsub": PubSub,
 }
 
 

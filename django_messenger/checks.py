@@ -966,6 +966,59 @@ def check_kafka(
     return found
 
 
+def _is_pubsub_broker(broker: Any) -> bool:
+    """Whether ``broker`` is messenger's PubSubBroker, without importing google-cloud-pubsub.
+
+    Pub/Sub is an optional extra: a PubSubBroker exists only once its module was imported.
+    """
+    module = sys.modules.get("django_messenger.brokers.pubsub")
+    pubsub_broker = getattr(module, "PubSubBroker", None)
+    return pubsub_broker is not None and isinstance(broker, pubsub_broker)
+
+
+@checks.register("messenger")
+def check_pubsub(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """On a Pub/Sub broker: E019 a project id Google Cloud would refuse; W013 a send bound
+    (the broker's ``publish_timeout``) longer than ``PUBLISH_TIMEOUT``."""
+    broker = binding.broker
+    if broker is None or not _is_pubsub_broker(broker):
+        return []
+    # Here, not at import: google-cloud-pubsub is an optional extra, loaded only with this broker.
+    from .brokers.pubsub import PROJECT_ID
+
+    found: list[checks.CheckMessage] = []
+    project_id = broker.project_id
+    if not isinstance(project_id, str) or not PROJECT_ID.fullmatch(project_id):
+        found.append(
+            checks.Error(
+                f"The Pub/Sub broker's project_id is {project_id!r}: no topic can be named without a "
+                "Google Cloud project id.",
+                hint=(
+                    "Set DRAMATIQ_BROKER['OPTIONS']['project_id'] to your project's id (6 to 30 lowercase "
+                    "letters, digits and hyphens, starting with a letter)."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E019",
+            )
+        )
+    own = broker.publish_timeout_option
+    timeout = messenger_settings.PUBLISH_TIMEOUT
+    if own is not None and own > timeout:
+        found.append(
+            checks.Warning(
+                f"The Pub/Sub broker's publish_timeout is {own:g} s, longer than "
+                f"MESSENGER['PUBLISH_TIMEOUT'] ({timeout:g} s): a write may wait that long before its 503.",
+                hint="Remove publish_timeout from DRAMATIQ_BROKER['OPTIONS'] (the broker then uses "
+                "PUBLISH_TIMEOUT), or set it to at most PUBLISH_TIMEOUT.",
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.W013",
+            )
+        )
+    return found
+
+
 @checks.register("messenger")
 def check_management_url(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any

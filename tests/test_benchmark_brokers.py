@@ -11,7 +11,7 @@ import pytest
 from dramatiq import Broker
 from dramatiq.middleware import Retries
 
-from benchmarks.brokers import BROKERS, DEFAULT, Kafka, Postgres, Rabbitmq, Redis, Sqs, selected
+from benchmarks.brokers import BROKERS, DEFAULT, Kafka, Postgres, PubSub, Rabbitmq, Redis, Sqs, selected
 
 
 @pytest.mark.parametrize("name", list(BROKERS))
@@ -101,3 +101,15 @@ def test_kafka_keeps_a_run_under_its_own_topics_and_groups(monkeypatch):
     assert broker.consumer_group("q").startswith("bench-0123abcd.")  # type: ignore[attr-defined]
     assert Kafka.env()["BENCH_KAFKA_BOOTSTRAP"] == "127.0.0.1:9999"
     assert Kafka.confirm_modes == (True,) and "kafka" in Kafka.no_unconfirmed_note
+
+
+def test_pubsub_keeps_a_run_under_its_own_namespace_on_its_emulator(monkeypatch):
+    monkeypatch.setenv("BENCH_PUBSUB_HOST", "127.0.0.1:8999")
+    config = PubSub.dramatiq_broker("bench-0123abcd", True)
+
+    assert config["BROKER"] == "django_messenger.brokers.pubsub.PubSubBroker"
+    assert config["OPTIONS"]["namespace"] == "bench-0123abcd"
+    assert config["OPTIONS"]["min_backoff"] == 0  # a peeked message comes back at once
+    assert PubSub.env() == {"BENCH_PUBSUB_HOST": "127.0.0.1:8999", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8999"}
+    assert PubSub.confirm_modes == (True,) and "pubsub" in PubSub.no_unconfirmed_note
+    assert PubSub.databases() is None

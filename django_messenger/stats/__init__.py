@@ -52,6 +52,7 @@ READERS: dict[str, str] = {
     "django_messenger.brokers.sqs.SQSBroker": "django_messenger.stats.sqs",
     "dramatiq_postgres.broker.PostgresBroker": "django_messenger.stats.postgres",
     "django_messenger.brokers.kafka.KafkaBroker": "django_messenger.stats.kafka",
+    "django_messenger.brokers.pubsub.PubSubBroker": "django_messenger.stats.pubsub",
 }
 
 

@@ -12,8 +12,8 @@ DATABASES["default"]["NAME"] = os.environ["MESSENGER_TEST_DB_NAME"]  # noqa: F40
 DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("MESSENGER_ATOMIC_REQUESTS") == "1"  # noqa: F405
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("MESSENGER_CONN_MAX_AGE", "0"))  # noqa: F405
 
-#: Which broker the processes use: "rabbitmq" (the default), "redis", "sqs", "postgres" or "kafka" (the
-#: contract suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either
+#: Which broker the processes use: "rabbitmq" (the default), "redis", "sqs", "postgres", "kafka" or
+#: "pubsub" (the contract suite's other brokers, tests/integration/contract/). MESSENGER_BROKER_URL points either
 #: at the server or at a FaultProxy in front of it; on PostgreSQL the broker is the database, so
 #: MESSENGER_TEST_DB_PORT (tests/settings.py) does that.
 BROKER = os.environ.get("MESSENGER_TEST_BROKER", "rabbitmq")
@@ -77,6 +77,21 @@ elif BROKER == "kafka":
             # tansu's group joins take about 23 s with librdkafka's default of 45 s
             "session_timeout_ms": 6000,
             "partitions": 3,
+        },
+        "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
+    }
+elif BROKER == "pubsub":
+    DRAMATIQ_BROKER = {
+        # Google's Pub/Sub emulator (tests/pubsub_emulator.py), found through PUBSUB_EMULATOR_HOST
+        "BROKER": "django_messenger.brokers.pubsub.PubSubBroker",
+        "OPTIONS": {
+            "project_id": "messenger-test",
+            # the run's own topics and subscriptions
+            "namespace": os.environ.get("MESSENGER_PUBSUB_NAMESPACE", "messenger"),
+            # short, so that a SIGKILLed worker's messages come back within seconds
+            "ack_deadline": int(os.environ.get("MESSENGER_PUBSUB_ACK_DEADLINE", "10")),
+            "min_backoff": 1,
+            "max_backoff": 5,
         },
         "MIDDLEWARE": DRAMATIQ_BROKER["MIDDLEWARE"],  # noqa: F405  (the unit tests' list)
     }

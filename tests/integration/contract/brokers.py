@@ -32,6 +32,7 @@ from django_messenger.dramatiq_encoder import OPTIONS_ALLOWANCE, max_body_size
 from tests.faultproxy import FaultProxy
 from tests.moto import AWS_ENV, MotoServer
 from tests.tansu import TansuServer
+from tests.pubsub_emulator import PROJECT_ID, PubSubEmulator, require_emulator
 
 from ..conftest import AMQP_URL, delete_queues
 from ..processes import port_open
@@ -472,6 +473,86 @@ class Kafka(ContractBroker):
         self.front.stop()
 
 
+#: Seconds a pulled Pub/Sub message stays leased between extensions in the contract's processes:
+#: Pub/Sub's shortest, so that the SIGKILL case sees a killed worker's messages back within seconds.
+PUBSUB_ACK_DEADLINE = 10
+
+
+class PubSub(ContractBroker):
+    """Google Pub/Sub as Google's emulator runs it, on a free loopback port of this run's own."""
+
+    name = "pubsub"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emulator = PubSubEmulator()
+        self.port = self.emulator.port
+        self.namespace = f"contract-{self.run}"
+        self._inspector: Any = None
+
+    def require(self) -> None:
+        require_emulator()
+        try:
+            self.emulator.start()
+        except (OSError, RuntimeError) as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"The Pub/Sub emulator did not start: {exc}")
+            pytest.skip(f"The Pub/Sub emulator did not start: {exc}")
+        os.environ["PUBSUB_EMULATOR_HOST"] = self.emulator.host  # this process's own clients
+
+    def url(self, port: int | None = None) -> str:
+        return f"127.0.0.1:{port or self.port}"
+
+    def env(self, *, port: int | None = None) -> dict[str, str]:
+        return {
+            **super().env(port=port),
+            "PUBSUB_EMULATOR_HOST": self.url(port),
+            "MESSENGER_PUBSUB_NAMESPACE": self.namespace,
+            "MESSENGER_PUBSUB_ACK_DEADLINE": str(PUBSUB_ACK_DEADLINE),
+        }
+
+    def client(self) -> Broker:
+        from django_messenger.brokers.pubsub import PubSubBroker
+
+        return PubSubBroker(
+            project_id=PROJECT_ID,
+            namespace=self.namespace,
+            ack_deadline=PUBSUB_ACK_DEADLINE,
+            min_backoff=1,
+            max_backoff=5,
+            middleware=[],
+        )
+
+    def _broker(self, queue: str) -> Any:
+        if self._inspector is None:
+            self._inspector = self.client()
+        self._inspector.declare_queue(queue)
+        self._inspector.ensure(queue)
+        return self._inspector
+
+    def dead_letters(self, queue: str) -> int:
+        # Pub/Sub counts nothing: pull the dead letters and give them back (each pull takes them all,
+        # as the test's queues hold a few)
+        broker = self._broker(queue)
+        subscription = broker.subscription_path(f"{queue}.XQ")
+        response = broker.subscriber.pull(
+            request={"subscription": subscription, "max_messages": 1000}, timeout=3
+        )
+        ack_ids = [received.ack_id for received in response.received_messages]
+        if ack_ids:
+            broker.give_back(f"{queue}.XQ", ack_ids)
+        return len({received.message.message_id for received in response.received_messages})
+
+    def put_raw(self, queue: str, body: bytes) -> None:
+        self._broker(queue).publish_data(queue, body)
+
+    def cleanup(self) -> None:
+        if self._inspector is not None:
+            self._inspector.close()
+        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        self.emulator.stop()  # every topic of the run goes with the emulator
+
+
 BROKERS: dict[str, type[ContractBroker]] = {
     "rabbitmq": Rabbitmq,
     "rabbitmq-quorum": RabbitmqQuorum,
@@ -479,6 +560,7 @@ BROKERS: dict[str, type[ContractBroker]] = {
     "sqs": Sqs,
     "postgres": Postgres,
     "kafka": Kafka,
+    "pubsub": PubSub,
 }
 
 

@@ -20,7 +20,13 @@ from tests.testapp.models import Article, Effect
 
 from ..processes import Process, manage, start_server, start_worker, wait_for
 from ..rabbit import envelope_message
-from .brokers import POSTGRES_HEARTBEAT_TTL, REDIS_HEARTBEAT_TIMEOUT, SQS_VISIBILITY_TIMEOUT, enqueue
+from .brokers import (
+    POSTGRES_HEARTBEAT_TTL,
+    PUBSUB_ACK_DEADLINE,
+    REDIS_HEARTBEAT_TIMEOUT,
+    SQS_VISIBILITY_TIMEOUT,
+    enqueue,
+)
 from .conftest import PUBLISH_TIMEOUT
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -340,7 +346,13 @@ def test_a_worker_sigkilled_mid_run_loses_no_message(contract_broker, own_env, l
     # once the visibility timeout of the messages it held ran out), the idempotent ones once
     wait_for(
         lambda: done("work") >= EACH and done("work_once") >= EACH,
-        timeout=120 + max(REDIS_HEARTBEAT_TIMEOUT / 1000, SQS_VISIBILITY_TIMEOUT, POSTGRES_HEARTBEAT_TTL),
+        timeout=120
+        + max(
+            REDIS_HEARTBEAT_TIMEOUT / 1000,
+            SQS_VISIBILITY_TIMEOUT,
+            POSTGRES_HEARTBEAT_TTL,
+            PUBSUB_ACK_DEADLINE,
+        ),
         what="every message",
     )
     for effect, ids in sent.items():
@@ -378,7 +390,13 @@ def test_a_message_redelivered_after_its_idempotent_handler_committed_runs_nothi
     # timed out; SQS: after the visibility timeout), and it is acknowledged without running the handler again
     wait_for(
         lambda: redeliveries_skipped(second) >= 1,
-        timeout=60 + max(REDIS_HEARTBEAT_TIMEOUT / 1000, SQS_VISIBILITY_TIMEOUT, POSTGRES_HEARTBEAT_TTL),
+        timeout=60
+        + max(
+            REDIS_HEARTBEAT_TIMEOUT / 1000,
+            SQS_VISIBILITY_TIMEOUT,
+            POSTGRES_HEARTBEAT_TTL,
+            PUBSUB_ACK_DEADLINE,
+        ),
         what="the redelivery to be acknowledged",
     )
     assert f"Message {envelope.message_id} {ALREADY_HANDLED} {WORK_ONCE}" in second.log()
