@@ -31,8 +31,8 @@ from django_messenger.brokers.rabbitmq import QUORUM, use_queue_types
 from django_messenger.dramatiq_encoder import OPTIONS_ALLOWANCE, max_body_size
 from tests.faultproxy import FaultProxy
 from tests.moto import AWS_ENV, MotoServer
-from tests.tansu import TansuServer
 from tests.pubsub_emulator import PROJECT_ID, PubSubEmulator, require_emulator
+from tests.tansu import TansuServer
 
 from ..conftest import AMQP_URL, delete_queues
 from ..processes import port_open
