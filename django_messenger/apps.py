@@ -18,12 +18,14 @@ class MessengerConfig(AppConfig):
         import dramatiq
 
         from . import checks  # noqa: F401  (registers the system checks)
+        from .brokers.guard import guard_consumers
         from .outbox import install
         from .transports.dramatiq.binding import binding
 
         # django-dramatiq built the broker in its AppConfig.__init__, before any ready().
         broker = dramatiq.get_broker()
         add_middleware(broker)
+        guard_consumers(broker)  # a forged message is dead-lettered, not the end of a worker thread
         install()  # transports with "outbox": True write to the outbox table
         binding.bind(broker)
         autodiscover_modules("handlers")

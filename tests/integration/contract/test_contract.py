@@ -6,6 +6,7 @@ Each test runs once per broker, against its real server on loopback, with real g
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -247,9 +248,19 @@ def test_bytes_that_are_not_a_message_are_dead_lettered_and_the_worker_goes_on(
     queue = own_env["MESSENGER_QUEUE"]
     env = {**own_env, **contract_broker.dead_lettering_env}
     workers.append(start_worker(env, log_dir, queues=[queue], threads=2))
-    # Given bytes that are not even JSON, and a body too large to parse (BoundedJSONEncoder), then good ones
+    # Given bytes that are not even JSON, a body too large to parse (BoundedJSONEncoder), and
+    # messages whose fields Dramatiq's worker would trip on (a queue it does not consume: the end
+    # of a worker thread; options or an actor name of another type: a consumer that restarts
+    # on the same message forever; django_messenger/brokers/guard.py), then good ones
     too_large = contract_broker.max_body_size() + 1
-    undecodable = [b'{"queue_name": "not json', b'{"queue_name": "' + b"x" * too_large + b'"}']
+    _, forgeable = envelope_message(queue, PING, Ping(text="forged"))
+    fields = forgeable.asdict() | {"args": list(forgeable.args)}
+    forged = [fields | {"queue_name": "nowhere"}, fields | {"options": 5}, fields | {"actor_name": []}]
+    undecodable = [
+        b'{"queue_name": "not json',
+        b'{"queue_name": "' + b"x" * too_large + b'"}',
+        *(json.dumps(body).encode() for body in forged),
+    ]
     for body in undecodable:
         contract_broker.put_raw(queue, body)
     good = []
