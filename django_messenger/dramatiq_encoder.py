@@ -15,6 +15,7 @@ System check ``django_messenger.W005`` warns when a project does not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dramatiq import get_encoder
@@ -26,6 +27,31 @@ from .conf import messenger_settings
 #: Room for what Dramatiq adds around the envelope: the message's own keys and its options
 #: (a retry stores the last traceback there, 30 frames and the exception's text).
 OPTIONS_ALLOWANCE = 64 * 1024
+
+
+#: The fields of a decoded Dramatiq message and the types Dramatiq's worker takes them to have
+#: (``args`` is a list in the JSON; ``Message.decode`` makes it a tuple).
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "queue_name": (str,),
+    "actor_name": (str,),
+    "args": (list, tuple),
+    "kwargs": (dict,),
+    "options": (dict,),
+    "message_id": (str,),
+    "message_timestamp": (int, float),
+}
+
+
+def wrong_field(fields: Mapping[str, Any]) -> str | None:
+    """The first of ``fields`` (a Dramatiq message's) whose type Dramatiq's worker would trip on
+    (an error that ends a worker thread, or restarts a consumer on the same message forever), or
+    None. A field that is missing is Dramatiq's to refuse."""
+    for name, kinds in FIELD_TYPES.items():
+        if name in fields:
+            value = fields[name]
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                return name
+    return None
 
 
 def max_body_size() -> int:
@@ -57,7 +83,7 @@ class BoundedJSONEncoder(JSONEncoder):
         limit = messenger_settings.MAX_MESSAGE_SIZE
         size = len(data)
         if not limit or size <= limit:  # the common case: one settings read, one comparison
-            return super().decode(data)
+            return self._checked(super().decode(data), data)  # type: ignore[no-any-return]
         bound = 2 * limit + OPTIONS_ALLOWANCE  # max_body_size()
         if size > bound:
             raise DecodeError(
@@ -66,11 +92,26 @@ class BoundedJSONEncoder(JSONEncoder):
                 data[:64],
                 None,
             )
-        decoded = super().decode(data)
+        decoded = self._checked(super().decode(data), data)
         if isinstance(decoded, dict):
             options = decoded.get("options")
             if isinstance(options, dict):
                 options[BODY_SIZE] = size
+        return decoded  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _checked(decoded: Any, data: bytes) -> Any:
+        """``decoded``, unless it is a Dramatiq message (an object with a queue and an actor name)
+        with a field of another type than the worker takes it to have: then a ``DecodeError``,
+        which every broker's consumer dead-letters as it does bytes that are not JSON (a forged
+        message must not end a worker thread). Anything else is Dramatiq's to refuse, or not a
+        message at all (a result backend decodes results with this encoder too)."""
+        if isinstance(decoded, dict) and "queue_name" in decoded and "actor_name" in decoded:
+            problem = wrong_field(decoded)
+            if problem is not None:
+                raise DecodeError(
+                    f"The message's {problem!r} is not of the type a Dramatiq message has.", data[:64], None
+                )
         return decoded
 
 

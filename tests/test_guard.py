@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq import Message
+from dramatiq.errors import DecodeError
 
 from django_messenger.brokers.guard import GUARDED, GuardedConsumer, guard_consumers, malformed
+from django_messenger.dramatiq_encoder import BoundedJSONEncoder
 from django_messenger.encoding import encode_envelope
 from django_messenger.envelope import Envelope
 from django_messenger.locator import locator
@@ -19,7 +22,15 @@ from tests.testapp.messages import Ping
 
 
 def fields(**overrides: Any) -> SimpleNamespace:
-    good = {"queue_name": "q", "actor_name": "a", "message_id": "id", "options": {}, "kwargs": {}}
+    good = {
+        "queue_name": "q",
+        "actor_name": "a",
+        "args": (),
+        "kwargs": {},
+        "options": {},
+        "message_id": "id",
+        "message_timestamp": 0,
+    }
     return SimpleNamespace(**{**good, **overrides})
 
 
@@ -28,10 +39,11 @@ def fields(**overrides: Any) -> SimpleNamespace:
     [
         ({"queue_name": "nowhere"}, "it names the queue 'nowhere'"),
         ({"queue_name": ["q"]}, "it names the queue ['q']"),
-        ({"actor_name": []}, "its actor name is not a string"),
-        ({"message_id": 7}, "its id is not a string"),
-        ({"options": 5}, "its options are not an object"),
-        ({"kwargs": ["x"]}, "its kwargs are not an object"),
+        ({"actor_name": []}, "its 'actor_name' is not of the type a Dramatiq message has"),
+        ({"message_id": 7}, "its 'message_id' is not of the type a Dramatiq message has"),
+        ({"options": 5}, "its 'options' is not of the type a Dramatiq message has"),
+        ({"kwargs": ["x"]}, "its 'kwargs' is not of the type a Dramatiq message has"),
+        ({"message_timestamp": True}, "its 'message_timestamp' is not of the type a Dramatiq message has"),
     ],
 )
 def test_what_makes_a_message_malformed(overrides: dict[str, Any], problem: str) -> None:
@@ -40,6 +52,26 @@ def test_what_makes_a_message_malformed(overrides: dict[str, Any], problem: str)
 
 def test_a_well_formed_message_passes() -> None:
     assert malformed(fields(options={"eta": 1}, kwargs={"x": 1}), "q") is None
+
+
+@pytest.mark.parametrize("field", ["queue_name", "actor_name", "args", "kwargs", "options", "message_id"])
+def test_the_bounded_encoder_refuses_a_message_field_of_another_type(field: str) -> None:
+    # Given a message body whose field is a number, where Dramatiq's worker takes another type
+    body = json.dumps(
+        {"queue_name": "q", "actor_name": "a", "args": [], "kwargs": {}, "options": {}, "message_id": "i"}
+        | {field: 5}
+    ).encode()
+
+    # Then decoding refuses it (every broker's consumer dead-letters what does not decode)
+    with pytest.raises(DecodeError, match=field):
+        BoundedJSONEncoder().decode(body)
+
+
+def test_the_bounded_encoder_leaves_what_is_not_a_message_alone() -> None:
+    # A result backend decodes results with the project's encoder too
+    encoder = BoundedJSONEncoder()
+    assert encoder.decode(b"42") == 42
+    assert encoder.decode(b'{"options": 5}') == {"options": 5}
 
 
 def test_the_app_guards_its_brokers_consumers_once() -> None:
@@ -60,17 +92,14 @@ def test_the_app_guards_its_brokers_consumers_once() -> None:
 
 @pytest.mark.django_db(transaction=True)  # the handler and the worker's middleware use the database
 def test_forged_messages_are_dead_lettered_and_the_worker_goes_on(broker: Any, received: list[Any]) -> None:
-    # Given, on a handler's queue, messages a writer to the queue forged: one naming a queue the
-    # worker does not consume, options and an actor name of the wrong types; then a good one
+    # Given, on a handler's queue, a message a writer to the queue forged naming a queue the worker
+    # does not consume (the fields of wrong types are refused while decoding: see the encoder's
+    # tests above; the contract suite puts both kinds on every real broker), then a good one
     actor = binding.actor_of(locator.handlers_for(Ping)[0])
     queue = actor.queue_name
     payload = encode_envelope(Envelope(Ping(text="after the forged ones")))
     good = Message(queue_name=queue, actor_name=actor.actor_name, args=(payload,), kwargs={}, options={})
-    forged = [
-        good.asdict() | {"queue_name": "nowhere"},
-        good.asdict() | {"options": 5},
-        good.asdict() | {"actor_name": []},
-    ]
+    forged = [good.asdict() | {"queue_name": "nowhere"}, good.asdict() | {"queue_name": f"{queue}.DQ"}]
     broker.declare_queue(queue)
     for body in forged:
         broker.queues[queue].put(dramatiq.get_encoder().encode(body))

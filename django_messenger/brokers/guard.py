@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from dramatiq.broker import Consumer, MessageProxy
+from dramatiq.errors import ConnectionClosed
+
+from ..dramatiq_encoder import FIELD_TYPES, wrong_field
 
 logger = logging.getLogger("django_messenger")
 
@@ -29,17 +32,17 @@ GUARDED = "messenger_guarded_consumers"
 
 
 def malformed(message: Any, queue_name: str) -> str | None:
-    """Why Dramatiq's worker cannot process ``message`` received on ``queue_name``, or None."""
+    """Why Dramatiq's worker cannot process ``message`` received on ``queue_name``, or None.
+
+    With ``BoundedJSONEncoder`` (check W005) a field of the wrong type is refused while decoding
+    already, where every broker dead-letters the body as it came; this looks again for projects
+    with another encoder, and for the one thing decoding cannot know: the queue.
+    """
     if message.queue_name != queue_name:
         return f"it names the queue {message.queue_name!r}"
-    if type(message.actor_name) is not str:
-        return "its actor name is not a string"
-    if type(message.message_id) is not str:
-        return "its id is not a string"
-    if not isinstance(message.options, dict):
-        return "its options are not an object"
-    if not isinstance(message.kwargs, dict):
-        return "its kwargs are not an object"
+    problem = wrong_field({name: getattr(message, name) for name in FIELD_TYPES})
+    if problem is not None:
+        return f"its {problem!r} is not of the type a Dramatiq message has"
     return None
 
 
@@ -65,7 +68,19 @@ class GuardedConsumer(Consumer):
             self.queue_name,
             problem,
         )
-        self.consumer.nack(message)
+        # Dead-lettered where it came from: a broker may find the message by its queue's name
+        # (dramatiq-postgres' rows), and the name it gave is the one not to trust.
+        message.queue_name = self.queue_name
+        try:
+            self.consumer.nack(message)
+        except ConnectionClosed:
+            raise  # as from next(): the worker reconnects, and the message comes back
+        except Exception:  # a forged message may lack what the broker's nack reads (Redis' id)
+            logger.exception(
+                "A message on queue %r could not be dead-lettered: it stays with this worker "
+                "unacknowledged until the broker gives it to a worker again.",
+                self.queue_name,
+            )
         return None  # the worker asks again
 
     def ack(self, message: MessageProxy) -> None:

@@ -192,7 +192,9 @@ class Redis(ContractBroker):
 
     def put_raw(self, queue: str, body: bytes) -> None:
         # As dispatch.lua's enqueue: the body in the queue's hash, its id at the end of the list
+        # (and, as RedisBroker.enqueue writes it, in a message's options: its ack and nack read it)
         redis_id = str(uuid.uuid4())
+        body = _with_option(body, "redis_message_id", redis_id)
         server = self._redis()
         server.hset(f"{self.namespace}:{queue}.msgs", redis_id, body)
         server.rpush(f"{self.namespace}:{queue}", redis_id)
@@ -349,10 +351,14 @@ class Postgres(ContractBroker):
     def put_raw(self, queue: str, body: bytes) -> None:
         # The body column is jsonb: PostgreSQL itself refuses bytes that are not JSON, so the
         # nearest a writer can come is JSON that is not a message (bytes that are not even JSON
-        # go in as a JSON string of their text).
+        # go in as a JSON string of their text). A message's row has its id (the broker acks and
+        # nacks by it), else a new one.
+        message_id: Any = uuid.uuid4()
         try:
-            json.loads(body)
+            parsed = json.loads(body)
             document = body.decode("utf-8")
+            with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+                message_id = uuid.UUID(parsed["message_id"])
         except ValueError:
             document = json.dumps(body.decode("utf-8", "replace"))
         with self._connect() as server:
@@ -361,7 +367,7 @@ class Postgres(ContractBroker):
                     'INSERT INTO {}.queue (queue_name, message_id, "state", message) '
                     "VALUES (%s, %s, 'queued', %s::jsonb)"
                 ).format(psycopg.sql.Identifier(self.schema)),
-                (queue, uuid.uuid4(), document),
+                (queue, message_id, document),
             )
 
     def cleanup(self) -> None:
@@ -551,6 +557,18 @@ class PubSub(ContractBroker):
             self._inspector.close()
         os.environ.pop("PUBSUB_EMULATOR_HOST", None)
         self.emulator.stop()  # every topic of the run goes with the emulator
+
+
+def _with_option(body: bytes, name: str, value: str) -> bytes:
+    """``body`` with ``options[name] = value`` when it is a message whose options are an object."""
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(fields, dict) or not isinstance(fields.get("options"), dict):
+        return body
+    fields["options"][name] = value
+    return json.dumps(fields).encode()
 
 
 BROKERS: dict[str, type[ContractBroker]] = {

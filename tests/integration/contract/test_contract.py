@@ -255,7 +255,10 @@ def test_bytes_that_are_not_a_message_are_dead_lettered_and_the_worker_goes_on(
     too_large = contract_broker.max_body_size() + 1
     _, forgeable = envelope_message(queue, PING, Ping(text="forged"))
     fields = forgeable.asdict() | {"args": list(forgeable.args)}
-    forged = [fields | {"queue_name": "nowhere"}, fields | {"options": 5}, fields | {"actor_name": []}]
+    forged = [
+        fields | {"message_id": str(uuid.uuid4())} | wrong
+        for wrong in ({"queue_name": "nowhere"}, {"options": 5}, {"actor_name": []})
+    ]
     undecodable = [
         b'{"queue_name": "not json',
         b'{"queue_name": "' + b"x" * too_large + b'"}',
