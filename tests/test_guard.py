@@ -54,6 +54,12 @@ def test_a_well_formed_message_passes() -> None:
     assert malformed(fields(options={"eta": 1}, kwargs={"x": 1}), "q") is None
 
 
+def test_with_the_bounded_encoder_only_the_queue_is_left_to_check() -> None:
+    # BoundedJSONEncoder refused the fields of wrong types while decoding
+    assert malformed(fields(options=5), "q", fields_checked=True) is None
+    assert malformed(fields(queue_name="nowhere"), "q", fields_checked=True) == "it names the queue 'nowhere'"
+
+
 @pytest.mark.parametrize("field", ["queue_name", "actor_name", "args", "kwargs", "options", "message_id"])
 def test_the_bounded_encoder_refuses_a_message_field_of_another_type(field: str) -> None:
     # Given a message body whose field is a number, where Dramatiq's worker takes another type

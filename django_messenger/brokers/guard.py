@@ -20,10 +20,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from dramatiq import get_encoder
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.errors import ConnectionClosed
 
-from ..dramatiq_encoder import FIELD_TYPES, wrong_field
+from ..dramatiq_encoder import FIELD_TYPES, BoundedJSONEncoder, wrong_field
 
 logger = logging.getLogger("django_messenger")
 
@@ -31,7 +32,7 @@ logger = logging.getLogger("django_messenger")
 GUARDED = "messenger_guarded_consumers"
 
 
-def malformed(message: Any, queue_name: str) -> str | None:
+def malformed(message: Any, queue_name: str, *, fields_checked: bool = False) -> str | None:
     """Why Dramatiq's worker cannot process ``message`` received on ``queue_name``, or None.
 
     With ``BoundedJSONEncoder`` (check W005) a field of the wrong type is refused while decoding
@@ -40,6 +41,8 @@ def malformed(message: Any, queue_name: str) -> str | None:
     """
     if message.queue_name != queue_name:
         return f"it names the queue {message.queue_name!r}"
+    if fields_checked:  # by BoundedJSONEncoder, while decoding
+        return None
     problem = wrong_field({name: getattr(message, name) for name in FIELD_TYPES})
     if problem is not None:
         return f"its {problem!r} is not of the type a Dramatiq message has"
@@ -52,6 +55,8 @@ class GuardedConsumer(Consumer):
     def __init__(self, consumer: Consumer, queue_name: str) -> None:
         self.consumer = consumer
         self.queue_name = queue_name
+        #: The project's encoder refuses fields of the wrong type itself: only the queue is left.
+        self.fields_checked = isinstance(get_encoder(), BoundedJSONEncoder)
 
     def __iter__(self) -> GuardedConsumer:
         return self
@@ -60,7 +65,7 @@ class GuardedConsumer(Consumer):
         message = next(self.consumer)
         if message is None:
             return None
-        problem = malformed(message, self.queue_name)
+        problem = malformed(message, self.queue_name, fields_checked=self.fields_checked)
         if problem is None:
             return message
         logger.error(
