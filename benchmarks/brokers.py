@@ -672,8 +672,9 @@ class PubSub(BenchBroker):
     --port=8085``, with ``JAVA_OPTS=-Xmx256m``), or point ``BENCH_PUBSUB_HOST`` elsewhere. Every
     topic and subscription of a run is ``<prefix>.<queue>`` (the broker's namespace); :meth:`cleanup`
     deletes them. Pub/Sub counts no messages: :meth:`depth` pulls one message and gives it back at
-    once, and answers 0 when there was none, else the number the script published (so a drain's
-    rate counts every published message, including any a worker took before the clock started).
+    once, and answers 0 when there was none, else the number the script published since the
+    queue was last seen empty (so a drain's rate counts every message of that run, including any a
+    worker took before the clock started, and none of an earlier round's).
     The subscriptions redeliver a given-back message at once (``min_backoff`` 0) and dead-letter
     only after 100 deliveries, so that these peeks neither slow nor lose a message.
     """
@@ -746,6 +747,9 @@ class PubSub(BenchBroker):
         )
         ack_ids = [received.ack_id for received in response.received_messages]
         if not ack_ids:
+            # Drained: what the next run publishes is counted from here (a run's messages, not
+            # every round's so far)
+            self._published.pop(queue, None)
             return 0
         client.give_back(queue, ack_ids)
         return max(self._published.get(queue, 0), 1)
