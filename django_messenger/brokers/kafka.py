@@ -409,7 +409,7 @@ class KafkaBroker(dramatiq.Broker):
             return
         names = [self.topic(canonical), self.topic(dq_name(canonical)), self.dead_letter_topic(canonical)]
         deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
-        admin = self._admin()
+        admin = AdminClient(self.admin_config)
         if self.create_topics:
             refused = self._create(admin, names, deadline)
         else:
@@ -425,9 +425,6 @@ class KafkaBroker(dramatiq.Broker):
             logger.info("The Kafka topics %s exist (the broker did not create them).", sorted(refused))
         with self._created_lock:
             self._created.add(canonical)
-
-    def _admin(self) -> AdminClient:
-        return AdminClient(self.admin_config)
 
     def _create(self, admin: AdminClient, names: list[str], deadline: float) -> dict[str, str]:
         """Create ``names``: those the cluster refused to create (by authorization or policy), with why."""
@@ -785,8 +782,8 @@ class KafkaConsumer(dramatiq.Consumer):
         """
         deadline = time.monotonic() + timeout
         while True:
-            sent = self._in_flight is not None or self.commit(force=True)
-            if not sent and all(o.committable() is None for o in self.offsets.values()):
+            waiting = self._in_flight is not None or self.commit(force=True)
+            if not waiting and all(o.committable() is None for o in self.offsets.values()):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
