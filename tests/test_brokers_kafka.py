@@ -460,3 +460,18 @@ def test_a_forked_child_keeps_the_inherited_producer_and_makes_its_own():
     assert os.waitstatus_to_exitcode(status) == 0
     assert broker.producer is inherited  # the parent's is untouched
     broker.close()
+
+
+def test_a_late_answer_of_a_commit_given_up_on_does_not_settle_the_one_in_flight():
+    _, consumer, offsets = unreachable_consumer()
+    try:
+        assert consumer.commit(force=True) is True  # offset 2 in flight
+        offsets.add(2)
+        offsets.done(2)
+        # An answer about offset 1 (a commit given up on after COMMIT_STALL) leaves 2 in flight
+        consumer._on_commit(None, [TopicPartition(consumer.topic, 0, 1)])
+        assert offsets.last_committed == 1 and consumer.commit(force=True) is False
+        consumer._on_commit(None, [TopicPartition(consumer.topic, 0, 2)])
+        assert offsets.last_committed == 2 and consumer.commit(force=True) is True
+    finally:
+        consumer.close()

@@ -728,9 +728,7 @@ class KafkaConsumer(dramatiq.Consumer):
             logger.warning(
                 "A commit of %r got no answer in %g s: committing again.", self.topic, COMMIT_STALL
             )
-            for offsets, offset in self._in_flight:
-                offsets.commit_failed(offset)
-            self._in_flight = None
+            self._give_up_commit()
         if not force and now - self._last_commit < COMMIT_INTERVAL:
             return False
         self._last_commit = now
@@ -748,30 +746,40 @@ class KafkaConsumer(dramatiq.Consumer):
             )
         except KafkaException as exc:  # tried again at the next commit
             logger.warning("Could not commit offsets of %r: %s", self.topic, exc)
-            self._settle_commit(None)
+            self._give_up_commit()
             return False
         return True
 
-    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        """librdkafka's answer to the commit in flight (on the consumer's thread, inside a poll)."""
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition] | None) -> None:
+        """librdkafka's answer to a commit (on the consumer's thread, inside a poll)."""
         if error is not None:
             logger.warning("Kafka did not commit offsets of %r: %s", self.topic, error)
-        self._settle_commit(None if error is not None else partitions)
-
-    def _settle_commit(self, partitions: list[TopicPartition] | None) -> None:
-        """Record the commit in flight as answered: committed where ``partitions`` (Kafka's answer)
-        says so without error, failed elsewhere (offered again by the next commit)."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is None:
-            return
-        stored = {
-            (tp.partition, tp.offset): tp.error is None for tp in partitions or () if tp.topic == self.topic
+        answered = {
+            (tp.partition, tp.offset): error is None and tp.error is None
+            for tp in partitions or ()
+            if tp.topic == self.topic
         }
+        in_flight = self._in_flight
+        if in_flight is None or (answered and answered.keys() != {(o.partition, n) for o, n in in_flight}):
+            # The late answer of a commit given up on (COMMIT_STALL): what it stored, it stored
+            for (partition, offset), stored in answered.items():
+                offsets = self.offsets.get(partition)
+                if stored and offsets is not None:
+                    offsets.committed(offset)
+            return
+        self._in_flight = None
         for offsets, offset in in_flight:
-            if stored.get((offsets.partition, offset), False):
+            if answered.get((offsets.partition, offset), False):
                 offsets.committed(offset)
             else:
                 offsets.commit_failed(offset)
+
+    def _give_up_commit(self) -> None:
+        """Forget the commit in flight (refused by librdkafka, or unanswered for COMMIT_STALL s): its
+        offsets are offered again by the next commit."""
+        in_flight, self._in_flight = self._in_flight, None
+        for offsets, offset in in_flight or ():
+            offsets.commit_failed(offset)
 
     def flush_commits(self, timeout: float) -> bool:
         """Commit what is done and wait up to ``timeout`` s for Kafka's answers, polling the consumer.
