@@ -214,6 +214,12 @@ def test_a_failed_commit_is_offered_again_and_an_older_answer_never_moves_the_re
     assert offsets.committable() is None
 
 
+@pytest.fixture
+def quick_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer's close() waits 0.2 s for Kafka's answer to its last commit (5 s otherwise)."""
+    monkeypatch.setattr(kafka, "CLOSE_COMMIT_TIMEOUT", 0.2)
+
+
 def unreachable_consumer(queue: str = "q") -> tuple[KafkaBroker, KafkaConsumer, PartitionOffsets]:
     """A consumer of a Kafka nobody listens for, with partition 0 assigned by hand and offsets 0, 1 done."""
     broker = KafkaBroker(bootstrap_servers=f"127.0.0.1:{free_port()}", publish_timeout=1.0, middleware=[])
@@ -226,6 +232,7 @@ def unreachable_consumer(queue: str = "q") -> tuple[KafkaBroker, KafkaConsumer, 
     return broker, consumer, offsets
 
 
+@pytest.mark.usefixtures("quick_close")
 def test_a_commit_does_not_wait_for_kafka_and_only_its_answer_records_it():
     # Given a consumer whose group has no coordinator (nothing listens), with offsets 0 and 1 done
     _, consumer, offsets = unreachable_consumer()
@@ -255,6 +262,7 @@ def test_a_commit_does_not_wait_for_kafka_and_only_its_answer_records_it():
         consumer.close()
 
 
+@pytest.mark.usefixtures("quick_close")
 def test_a_partition_s_error_in_the_answer_leaves_that_partition_uncommitted():
     _, consumer, offsets = unreachable_consumer()
     other = consumer.offsets[1] = PartitionOffsets(consumer.topic, 1)
@@ -462,6 +470,7 @@ def test_a_forked_child_keeps_the_inherited_producer_and_makes_its_own():
     broker.close()
 
 
+@pytest.mark.usefixtures("quick_close")
 def test_a_late_answer_of_a_commit_given_up_on_does_not_settle_the_one_in_flight():
     _, consumer, offsets = unreachable_consumer()
     try:
