@@ -216,8 +216,9 @@ def test_a_failed_commit_is_offered_again_and_an_older_answer_never_moves_the_re
 
 @pytest.fixture
 def quick_close(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A consumer's close() waits 0.2 s for Kafka's answer to its last commit (5 s otherwise)."""
-    monkeypatch.setattr(kafka, "CLOSE_COMMIT_TIMEOUT", 0.2)
+    """A consumer's close() waits 0.2 s for Kafka's answer to its last commit, and 0.2 s to leave."""
+    monkeypatch.setattr(kafka, "CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(kafka, "CLOSE_LEAVE_MIN", 0.2)
 
 
 def unreachable_consumer(queue: str = "q") -> tuple[KafkaBroker, KafkaConsumer, PartitionOffsets]:
@@ -270,17 +271,21 @@ def test_a_partition_s_error_in_the_answer_leaves_that_partition_uncommitted():
     other.done(7)
     try:
         assert consumer.commit(force=True) is True
-        failed = TopicPartition(consumer.topic, 1, 8)
-        failed.error = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
-        consumer._on_commit(None, [TopicPartition(consumer.topic, 0, 2), failed])
+        # (librdkafka's TopicPartition takes no error from Python: the answer's entry is built)
+        failed = SimpleNamespace(
+            topic=consumer.topic, partition=1, offset=8, error=KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
+        )
+        consumer._on_commit(None, [TopicPartition(consumer.topic, 0, 2), failed])  # type: ignore[list-item]
         assert offsets.last_committed == 2 and other.last_committed is None and other.committable() == 8
     finally:
         consumer.close()
 
 
 def test_close_gives_up_on_a_commit_kafka_does_not_answer(monkeypatch, caplog):
-    # Given a consumer with offsets done and no Kafka to commit them to, and a bound of 1 s
-    monkeypatch.setattr(kafka, "CLOSE_COMMIT_TIMEOUT", 1.0)
+    # Given a consumer with offsets done and no Kafka to commit them to (librdkafka would wait up
+    # to session.timeout.ms, 45 s, for the commit), and bounds of 1 s and 0.5 s
+    monkeypatch.setattr(kafka, "CLOSE_TIMEOUT", 1.0, raising=False)  # (absent before the fix)
+    monkeypatch.setattr(kafka, "CLOSE_LEAVE_MIN", 0.5, raising=False)
     _, consumer, offsets = unreachable_consumer()
 
     # When it closes (as Dramatiq's worker does on SIGTERM), in a thread we can wait for
@@ -288,13 +293,14 @@ def test_close_gives_up_on_a_commit_kafka_does_not_answer(monkeypatch, caplog):
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="django_messenger"):
         closer.start()
-        closer.join(10)
+        closer.join(20)
 
-    # Then it returned after the bound, saying the offsets will be read again
+    # Then it returned after the bounds, saying the offsets will be read again
     assert not closer.is_alive(), "close() hangs while Kafka does not answer the commit"
-    assert time.monotonic() - started < 1.0 + 3.0
+    assert time.monotonic() - started < 1.0 + 0.5 + 1.5
     assert offsets.last_committed is None
-    assert any("duplicates" in record.getMessage() for record in caplog.records)
+    said = [record.getMessage() for record in caplog.records]
+    assert any("duplicates" in text for text in said) and any("background" in text for text in said)
 
 
 # --- topics a cluster may not create (ACLs, policies) -----------------------------------------------

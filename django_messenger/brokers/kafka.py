@@ -26,8 +26,10 @@ without Django (docs/transports.md, "Apache Kafka", has an example). What it doe
   lowest offset not done yet. A message a killed worker was running is therefore consumed again
   by the next owner of its partition: at-least-once (handlers de-duplicate by message id).
   Commits are asynchronous, one in flight at a time (so a commit never overtakes a newer one),
-  and recorded when Kafka's answer comes back; the last one, in ``close()``, is waited for at most
-  ``CLOSE_COMMIT_TIMEOUT`` seconds: offsets not committed then are read again (duplicates).
+  and recorded when Kafka's answer comes back. ``close()`` waits at most ``CLOSE_TIMEOUT`` seconds
+  for the last one's answer, then (at least a second) for librdkafka to leave the group, which
+  waits for every commit still pending; past that it goes on in the background. Offsets not
+  committed are read again by the partition's next owner (duplicates, not losses).
 * **Dead letters**: a nack produces the message's bytes to ``<queue>.DLQ`` (``acks=all``), waits
   for its delivery report, and only then marks the offset done. A body that is not a Dramatiq
   message goes there too, as it is.
@@ -120,9 +122,12 @@ BUFFER_FACTOR = 4
 BUFFER_MAX = 1000
 #: Seconds a consumer's poll waits at most, so that commits and pauses follow the acks quickly.
 POLL_INTERVAL = 0.1
-#: Seconds a consumer's close() waits for its last commit to be answered; then it gives up (the
-#: offsets not committed are read again by the partition's next owner: duplicates, not losses).
-CLOSE_COMMIT_TIMEOUT = 5.0
+#: Seconds a consumer's close() waits for Kafka's answer to its last commit, and then (at least
+#: CLOSE_LEAVE_MIN more seconds) for librdkafka's close, which waits for every pending commit (up to
+#: session.timeout.ms without a coordinator); past that, the close goes on in the background. The
+#: offsets not committed are read again by the partition's next owner: duplicates, not losses.
+CLOSE_TIMEOUT = 5.0
+CLOSE_LEAVE_MIN = 1.0
 #: Seconds after which a commit still unanswered no longer holds the next one back.
 COMMIT_STALL = 30.0
 #: The default ``replication_factor``: the cluster's ``default.replication.factor`` (KIP-464, Kafka 2.4).
@@ -917,26 +922,48 @@ class KafkaConsumer(dramatiq.Consumer):
         """Nothing to send: what is not done stays uncommitted, and the partition's next owner reads it."""
 
     def close(self) -> None:
-        """Commit what is done, waiting at most CLOSE_COMMIT_TIMEOUT s for Kafka, then leave the group."""
+        """Commit what is done and leave the group, within about CLOSE_TIMEOUT s (then in the background)."""
         if self._closed:
             return
         self._closed = True
+        deadline = time.monotonic() + CLOSE_TIMEOUT
         try:
             if self.offsets:
                 with contextlib.suppress(KafkaException, RuntimeError):
                     self.consumer.pause([TopicPartition(self.topic, p) for p in self.offsets])
-            if not self.flush_commits(CLOSE_COMMIT_TIMEOUT):
+            if not self.flush_commits(CLOSE_TIMEOUT):
                 logger.warning(
                     "Kafka did not answer the last commit of %r within %g s: the messages done since the "
                     "last commit will be consumed again (duplicates, not losses).",
                     self.topic,
-                    CLOSE_COMMIT_TIMEOUT,
+                    CLOSE_TIMEOUT,
                 )
         except ConnectionClosed as exc:
             logger.warning("Could not commit the offsets of %r before closing: %s", self.topic, exc)
         finally:
             self.buffer.clear()
-            try:
-                self.consumer.close()
-            except (KafkaException, RuntimeError) as exc:  # already closed, or the broker is gone
-                logger.debug("Closing the Kafka consumer of %r: %s", self.topic, exc)
+            self._leave(max(CLOSE_LEAVE_MIN, deadline - time.monotonic()))
+
+    def _leave(self, timeout: float) -> None:
+        """Close the confluent-kafka consumer (leave the group), waiting at most ``timeout`` s.
+
+        librdkafka's close waits for every commit still pending, without a bound of ours (a commit
+        waiting for a coordinator, up to ``session.timeout.ms``): past ``timeout`` it goes on in a
+        daemon thread, so that a worker's shutdown is not held up.
+        """
+        closer = threading.Thread(target=self._close_consumer, name=f"kafka-close-{self.topic}", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            logger.warning(
+                "The Kafka consumer of %r did not leave its group within %g s: it goes on closing in the "
+                "background (its partitions move to other consumers once Kafka's session timeout passes).",
+                self.topic,
+                timeout,
+            )
+
+    def _close_consumer(self) -> None:
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:  # already closed, or the broker is gone
+            logger.debug("Closing the Kafka consumer of %r: %s", self.topic, exc)
