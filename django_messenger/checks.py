@@ -886,6 +886,10 @@ def _is_kafka_broker(broker: Any) -> bool:
 KAFKA_MESSAGE_ALLOWANCE = 64 * 1024
 
 
+#: librdkafka's spellings of an ``auto.offset.reset`` that does not start a new group at the oldest message.
+KAFKA_RESET_TO_END = frozenset({"latest", "largest", "end", "error"})
+
+
 def _librdkafka_true(value: Any) -> bool:
     return str(value).strip().lower() in {"true", "1", "t", "yes", "y"}
 
@@ -895,7 +899,8 @@ def check_kafka(
     app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     """On a Kafka broker: E018 a producer or consumer configuration that loses the at-least-once
-    guarantee; W012 a MAX_MESSAGE_SIZE whose messages the broker's max_message_size refuses."""
+    guarantee; W012 a MAX_MESSAGE_SIZE whose messages the broker's max_message_size refuses;
+    W018 topics created with fewer than 2 replicas."""
     broker = binding.broker
     if broker is None or not _is_kafka_broker(broker):
         return []
@@ -940,6 +945,39 @@ def check_kafka(
                 ),
                 obj="DRAMATIQ_BROKER",
                 id="django_messenger.E018",
+            )
+        )
+    reset = str(consumer.get("auto.offset.reset", "earliest")).strip().lower()
+    if reset in KAFKA_RESET_TO_END:
+        found.append(
+            checks.Error(
+                "The Kafka broker's consumer_config sets "
+                f"auto.offset.reset={consumer.get('auto.offset.reset')!r}: "
+                "a new consumer group would skip every message sent before its first worker joined "
+                "(answered 202, never handled).",
+                hint=(
+                    "Remove 'auto.offset.reset' from DRAMATIQ_BROKER['OPTIONS']['consumer_config']: "
+                    "the broker sets 'earliest'."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.E018",
+            )
+        )
+    replicas = getattr(broker, "replication_factor", None)
+    if getattr(broker, "create_topics", True) and isinstance(replicas, int) and 0 < replicas < 2:
+        found.append(
+            checks.Warning(
+                f"The Kafka broker creates its topics with replication_factor={replicas}: Kafka acknowledges "
+                "a message from one broker's page cache, so losing that broker's host or disk loses "
+                "messages that were answered 202.",
+                hint=(
+                    "Remove 'replication_factor' from DRAMATIQ_BROKER['OPTIONS'] (the cluster's "
+                    "default.replication.factor) or set it to 3, with topic_config "
+                    "{'min.insync.replicas': '2'}; on a one-broker development server, add "
+                    "'django_messenger.W018' to SILENCED_SYSTEM_CHECKS."
+                ),
+                obj="DRAMATIQ_BROKER",
+                id="django_messenger.W018",
             )
         )
     limit = messenger_settings.MAX_MESSAGE_SIZE

@@ -1,4 +1,5 @@
-"""E018 / W012: a Kafka broker set to lose the at-least-once guarantee, or smaller than MAX_MESSAGE_SIZE.
+"""E018 / W012 / W018: a Kafka broker set to lose the at-least-once guarantee, smaller than
+MAX_MESSAGE_SIZE, or creating topics of one replica.
 
 The brokers are built here without touching the network (the producer and topics are made on first use).
 """
@@ -97,4 +98,38 @@ def test_w012_no_limit_at_all(kafka: Any, settings: Any) -> None:
 def test_w012_passes_once_the_broker_takes_larger_messages(kafka: Any, settings: Any) -> None:
     kafka(max_message_size=2_000_000)
     settings.MESSENGER = {**settings.MESSENGER, "MAX_MESSAGE_SIZE": 1024 * 1024}
+    assert check_kafka() == []
+
+
+@pytest.mark.parametrize("reset", ["latest", "largest", "end", "error", "LATEST"])
+def test_e018_consumers_that_would_start_a_new_group_after_the_messages_already_sent(
+    kafka: Any, reset: str
+) -> None:
+    kafka(consumer_config={"auto.offset.reset": reset})
+    found = check_kafka()
+    assert ids(found) == ["django_messenger.E018"]
+    assert "auto.offset.reset" in found[0].msg and reset in found[0].msg
+
+
+@pytest.mark.parametrize("reset", ["earliest", "smallest", "beginning"])
+def test_a_reset_to_the_oldest_message_in_any_spelling_passes(kafka: Any, reset: str) -> None:
+    kafka(consumer_config={"auto.offset.reset": reset})
+    assert check_kafka() == []
+
+
+def test_w018_topics_created_with_one_replica(kafka: Any) -> None:
+    kafka(replication_factor=1)
+    found = check_kafka()
+    assert ids(found) == ["django_messenger.W018"]
+    assert "replication_factor=1" in found[0].msg and "min.insync.replicas" in found[0].hint
+
+
+@pytest.mark.parametrize("replicas", [-1, 2, 3])
+def test_the_cluster_s_default_or_two_replicas_and_more_pass(kafka: Any, replicas: int) -> None:
+    kafka(replication_factor=replicas)
+    assert check_kafka() == []
+
+
+def test_w018_does_not_apply_to_topics_the_operator_creates(kafka: Any) -> None:
+    kafka(replication_factor=1, create_topics=False)
     assert check_kafka() == []

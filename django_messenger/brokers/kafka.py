@@ -5,9 +5,14 @@ without Django (docs/transports.md, "Apache Kafka", has an example). What it doe
 
 * **One topic per Dramatiq queue**: ``<topic_prefix><queue>``, its delay topic
   ``<queue>.DQ`` and its dead-letter topic ``<queue>.DLQ``. They are created (``partitions``
-  partitions, ``replication_factor`` replicas) through the AdminClient the first time the
-  process sends to or consumes the queue; a topic that exists is used as it is.
+  partitions, ``replication_factor`` replicas: -1, the cluster's ``default.replication.factor``,
+  unless given) through the AdminClient the first time the process sends to or consumes the
+  queue; a topic that exists is used as it is. A cluster that refuses to create topics
+  (authorization, policy) is asked whether they exist instead; with ``create_topics=False`` the
+  broker only checks that they exist (the operator creates them).
 * **One producer a process**, thread-safe, with ``acks=all`` and ``enable.idempotence=true``.
+  A forked child makes its own and keeps the inherited one referenced, never destroyed (its
+  librdkafka threads do not exist in the child: destroying it could wait for them forever).
   :meth:`KafkaBroker.enqueue` returns only once that message's delivery report came back
   without error, and waits at most ``publish_timeout`` seconds (``MESSENGER["PUBLISH_TIMEOUT"]``
   under Django, unless given); otherwise it raises :class:`PublishFailed` (a 503 upstream).
@@ -20,6 +25,11 @@ without Django (docs/transports.md, "Apache Kafka", has an example). What it doe
   (Dramatiq's ``ConsumerThread``, in ``__next__``) commits, partition by partition, up to the
   lowest offset not done yet. A message a killed worker was running is therefore consumed again
   by the next owner of its partition: at-least-once (handlers de-duplicate by message id).
+  Commits are asynchronous, one in flight at a time (so a commit never overtakes a newer one),
+  and recorded when Kafka's answer comes back. ``close()`` waits at most ``CLOSE_TIMEOUT`` seconds
+  for the last one's answer, then (at least a second) for librdkafka to leave the group, which
+  waits for every commit still pending; past that it goes on in the background. Offsets not
+  committed are read again by the partition's next owner (duplicates, not losses).
 * **Dead letters**: a nack produces the message's bytes to ``<queue>.DLQ`` (``acks=all``), waits
   for its delivery report, and only then marks the offset done. A body that is not a Dramatiq
   message goes there too, as it is.
@@ -44,11 +54,13 @@ encoder, and headers are only written, never acted on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -110,6 +122,41 @@ BUFFER_FACTOR = 4
 BUFFER_MAX = 1000
 #: Seconds a consumer's poll waits at most, so that commits and pauses follow the acks quickly.
 POLL_INTERVAL = 0.1
+#: Seconds a consumer's close() waits for Kafka's answer to its last commit, and then (at least
+#: CLOSE_LEAVE_MIN more seconds) for librdkafka's close, which waits for every pending commit (up to
+#: session.timeout.ms without a coordinator); past that, the close goes on in the background. The
+#: offsets not committed are read again by the partition's next owner: duplicates, not losses.
+CLOSE_TIMEOUT = 5.0
+CLOSE_LEAVE_MIN = 1.0
+#: Seconds after which a commit still unanswered no longer holds the next one back.
+COMMIT_STALL = 30.0
+#: The default ``replication_factor``: the cluster's ``default.replication.factor`` (KIP-464, Kafka 2.4).
+CLUSTER_DEFAULT = -1
+#: Errors of CreateTopics that say "you may not", not "it failed": the topics may exist already
+#: (a cluster with ACLs, Confluent Cloud, MSK with IAM answers them even for existing topics).
+CREATE_REFUSED = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+
+#: Producers a forked child inherited from its parent: kept referenced for the child's whole life,
+#: because freeing one runs librdkafka's destroy, which waits for threads the child does not have.
+INHERITED_PRODUCERS: list[Producer] = []
+#: Every KafkaBroker of the process, for the fork hook below.
+_BROKERS: weakref.WeakSet[KafkaBroker] = weakref.WeakSet()
+
+
+def _keep_inherited_producers() -> None:
+    """In a forked child: move every broker's producer to INHERITED_PRODUCERS (never destroyed)."""
+    for broker in list(_BROKERS):
+        broker._inherit_producer()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_keep_inherited_producers)
 
 
 class PublishFailed(ConnectionClosed):
@@ -142,7 +189,9 @@ class PartitionOffsets:
     The consumer's thread calls :meth:`add` for every message it hands out (offsets increase);
     worker threads call :meth:`done`. :meth:`committable` is the offset to commit, Kafka's "next
     offset to read": the lowest offset not done, or one past the last handed out when all are
-    done; None when it is not past what was committed already. Thread-safe.
+    done; None when it is not past what was committed already, or asked to be (a commit in
+    flight: :meth:`requested`, then :meth:`committed` or :meth:`commit_failed` once Kafka
+    answered). Thread-safe.
     """
 
     def __init__(self, topic: str, partition: int) -> None:
@@ -154,7 +203,8 @@ class PartitionOffsets:
         self._order: deque[int] = deque()  # handed out and not committable yet, in order
         self._outstanding: set[int] = set()  # handed out and not done
         self._next: int | None = None  # one past the highest offset handed out
-        self._committed: int | None = None
+        self._committed: int | None = None  # the highest offset Kafka said it committed
+        self._requested: int | None = None  # the offset of a commit sent and not answered yet
 
     def add(self, offset: int) -> None:
         with self._lock:
@@ -182,15 +232,36 @@ class PartitionOffsets:
             if self._next is None:
                 return None
             offset = self._order[0] if self._order else self._next
-            if self._committed is not None and offset <= self._committed:
-                return None
+            for floor in (self._committed, self._requested):
+                if floor is not None and offset <= floor:
+                    return None
             return offset
 
+    @property
+    def last_committed(self) -> int | None:
+        """The highest offset Kafka said it committed (None: none yet)."""
+        with self._lock:
+            return self._committed
+
+    def requested(self, offset: int) -> None:
+        """Note that a commit of ``offset`` was sent: it is not offered again while it is in flight."""
+        with self._lock:
+            if self._requested is None or offset > self._requested:
+                self._requested = offset
+
     def committed(self, offset: int) -> None:
-        """Note that ``offset`` was committed."""
+        """Note that Kafka committed ``offset`` (an older answer never moves the record back)."""
         with self._lock:
             if self._committed is None or offset > self._committed:
                 self._committed = offset
+            if self._requested is not None and self._requested <= self._committed:
+                self._requested = None
+
+    def commit_failed(self, offset: int) -> None:
+        """Note that the commit of ``offset`` failed (or got no answer): it may be offered again."""
+        with self._lock:
+            if self._requested == offset:
+                self._requested = None
 
 
 class KafkaMessage(dramatiq.MessageProxy):
@@ -219,9 +290,13 @@ class KafkaBroker(dramatiq.Broker):
       bootstrap_servers: Kafka's ``bootstrap.servers`` (``"host:9092,host2:9092"``).
       group_id: the consumer groups' prefix: a queue's consumers form the group ``<group_id>.<topic>``.
       topic_prefix: put before every queue's name to make its topic's (``""``).
-      partitions, replication_factor: of the topics this broker creates (6 and 1 by default;
-        use 3 replicas, with the topics' ``min.insync.replicas`` at 2, on a real cluster).
+      partitions, replication_factor: of the topics this broker creates (6, and -1: the
+        cluster's ``default.replication.factor``, Kafka 2.4+). A message is crash-durable only
+        with 3 replicas and the topics' ``min.insync.replicas`` at 2 (system check W018 warns
+        below 2 replicas).
       topic_config: the created topics' configuration (``{"min.insync.replicas": "2"}``...).
+      create_topics: False when the cluster's operator creates the topics (queue, ``.DQ`` and
+        ``.DLQ``): the broker then only checks that they exist.
       publish_timeout: seconds an enqueue waits for its delivery report (None: Django's
         ``MESSENGER["PUBLISH_TIMEOUT"]``, or 5 s without Django).
       session_timeout_ms: the consumers' ``session.timeout.ms`` (45 s, Kafka's default).
@@ -239,8 +314,9 @@ class KafkaBroker(dramatiq.Broker):
         group_id: str = "dramatiq",
         topic_prefix: str = "",
         partitions: int = 6,
-        replication_factor: int = 1,
+        replication_factor: int = CLUSTER_DEFAULT,
         topic_config: dict[str, str] | None = None,
+        create_topics: bool = True,
         publish_timeout: float | None = None,
         session_timeout_ms: int = 45000,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -250,8 +326,10 @@ class KafkaBroker(dramatiq.Broker):
         middleware: list[dramatiq.Middleware] | None = None,
     ) -> None:
         super().__init__(middleware=middleware)
-        if partitions < 1 or replication_factor < 1:
-            raise ValueError("'partitions' and 'replication_factor' must be at least 1.")
+        if partitions < 1:
+            raise ValueError("'partitions' must be at least 1.")
+        if replication_factor != CLUSTER_DEFAULT and replication_factor < 1:
+            raise ValueError("'replication_factor' must be at least 1, or -1 for the cluster's default.")
         self.queues: set[str] = set()
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
@@ -259,6 +337,7 @@ class KafkaBroker(dramatiq.Broker):
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.topic_config = dict(topic_config or {})
+        self.create_topics = create_topics
         self.publish_timeout = _publish_timeout(publish_timeout)
         self.session_timeout_ms = session_timeout_ms
         self.max_message_size = max_message_size
@@ -287,9 +366,12 @@ class KafkaBroker(dramatiq.Broker):
         self.admin_config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, **(admin_config or {})}
         self._producer: Producer | None = None
         self._producer_pid = 0
+        #: Counts the producers made: a fatal-error callback names the one it belongs to.
+        self._producer_generation = 0
         self._producer_lock = threading.Lock()
         self._created: set[str] = set()
         self._created_lock = threading.Lock()
+        _BROKERS.add(self)
 
     # --- topics -----------------------------------------------------------------------------------
 
@@ -318,13 +400,39 @@ class KafkaBroker(dramatiq.Broker):
     def ensure_topics(self, queue_name: str, *, timeout: float | None = None) -> None:
         """Create the topics of ``queue_name`` (queue, ``.DQ``, ``.DLQ``) unless this process did already.
 
-        Waits at most ``timeout`` s (``publish_timeout``); raises ConnectionClosed when Kafka did not answer.
+        A cluster that refuses to create them (an authorization or policy error, which clusters with
+        ACLs answer even for topics that exist) is asked whether they exist, and they are used when
+        they do; with ``create_topics=False`` the broker only asks that. Waits at most ``timeout`` s
+        (``publish_timeout``) in all.
+
+        Raises:
+          ConnectionClosed: Kafka did not answer in time, refused to create a topic that does not
+            exist, or (``create_topics=False``) a topic does not exist.
         """
         canonical = q_name(queue_name)
         if canonical in self._created:
             return
         names = [self.topic(canonical), self.topic(dq_name(canonical)), self.dead_letter_topic(canonical)]
+        deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
         admin = AdminClient(self.admin_config)
+        if self.create_topics:
+            refused = self._create(admin, names, deadline)
+        else:
+            refused = {name: "create_topics is False" for name in names}
+        if refused:
+            missing = self._missing(admin, list(refused), deadline)
+            if missing:
+                raise ConnectionClosed(
+                    f"The Kafka topics {missing} do not exist and the broker may not create them "
+                    f"({'; '.join(f'{name}: {refused[name]}' for name in missing)}): create them, with "
+                    "the queue's .DQ and .DLQ topics."
+                )
+            logger.info("The Kafka topics %s exist (the broker did not create them).", sorted(refused))
+        with self._created_lock:
+            self._created.add(canonical)
+
+    def _create(self, admin: AdminClient, names: list[str], deadline: float) -> dict[str, str]:
+        """Create ``names``: those the cluster refused to create (by authorization or policy), with why."""
         new = [
             NewTopic(
                 name,
@@ -334,22 +442,37 @@ class KafkaBroker(dramatiq.Broker):
             )
             for name in names
         ]
-        deadline = time.monotonic() + (self.publish_timeout if timeout is None else timeout)
         seconds = max(0.001, deadline - time.monotonic())
         futures = admin.create_topics(new, operation_timeout=seconds, request_timeout=seconds)
+        refused: dict[str, str] = {}
         for name, future in futures.items():
             try:
                 future.result(max(0.001, deadline - time.monotonic()))
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
-                if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                code = error.code() if isinstance(error, KafkaError) else None
+                if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                if code in CREATE_REFUSED:
+                    assert isinstance(error, KafkaError)
+                    refused[name] = error.name()
                     continue
                 raise ConnectionClosed(exc) from None
             except Exception as exc:  # a future that timed out
                 raise ConnectionClosed(exc) from None
             logger.info("Created the Kafka topic %r.", name)
-        with self._created_lock:
-            self._created.add(canonical)
+        return refused
+
+    def _missing(self, admin: AdminClient, names: list[str], deadline: float) -> list[str]:
+        """Those of ``names`` the cluster's metadata does not list (all topics are asked for: a
+        request naming a topic could make a cluster with ``auto.create.topics.enable`` create it)."""
+        try:
+            metadata = admin.list_topics(timeout=max(0.001, deadline - time.monotonic()))
+        except KafkaException as exc:
+            raise ConnectionClosed(exc) from None
+        return [
+            name for name in names if name not in metadata.topics or metadata.topics[name].error is not None
+        ]
 
     # --- producing --------------------------------------------------------------------------------
 
@@ -359,26 +482,54 @@ class KafkaBroker(dramatiq.Broker):
         pid = os.getpid()
         producer = self._producer
         if producer is None or self._producer_pid != pid:
+            if producer is not None:  # inherited through a fork the hook did not see (os.fork is hooked)
+                self._inherit_producer()
             with self._producer_lock:
                 if self._producer is None or self._producer_pid != pid:
-                    self._producer = Producer({**self.producer_config, "error_cb": self._on_producer_error})
+                    self._producer_generation += 1
+                    generation = self._producer_generation
+                    self._producer = Producer(
+                        {
+                            **self.producer_config,
+                            "error_cb": lambda error: self._on_producer_error(generation, error),
+                        }
+                    )
                     self._producer_pid = pid
                 producer = self._producer
         return producer
 
-    def _on_producer_error(self, error: KafkaError) -> None:
+    def _inherit_producer(self) -> None:
+        """In a forked child: keep the parent's producer referenced forever and make a new one on use.
+
+        Freeing it would run librdkafka's destroy, which waits for the producer's threads: they
+        were not forked, so it could wait forever. The locks are new too (another thread of the
+        parent may have held them at the fork).
+        """
+        producer = self._producer
+        if producer is not None and self._producer_pid != os.getpid():
+            INHERITED_PRODUCERS.append(producer)
+            self._producer = None
+            self._producer_pid = 0
+            self._producer_lock = threading.Lock()
+            self._created_lock = threading.Lock()
+
+    def _on_producer_error(self, generation: int, error: KafkaError) -> None:
+        """librdkafka's error callback of the producer made as ``generation``: a fatal error drops
+        that producer only (a late callback of an old producer leaves the current one alone)."""
         if error.fatal():
             logger.error("The Kafka producer failed for good (%s): the next send makes a new one.", error)
-            self._discard_producer()
+            with self._producer_lock:
+                if self._producer is not None and self._producer_generation == generation:
+                    self._producer = None
 
-    def _discard_producer(self, producer: Producer | None = None) -> None:
-        """Forget the producer (``producer``, if it is still the current one); the next send makes another.
+    def _discard_producer(self, producer: Producer) -> None:
+        """Forget ``producer`` if it is still the current one; the next send makes another.
 
         An idempotent producer whose state the broker refuses (a fatal error: fenced, sequence out of
         order after a timeout) cannot send again; a new one gets a new producer id.
         """
         with self._producer_lock:
-            if producer is None or self._producer is producer:
+            if self._producer is producer:
                 self._producer = None
 
     def produce(
@@ -495,8 +646,10 @@ class KafkaBroker(dramatiq.Broker):
         return f"{self.group_id}.{self.topic(queue_name)}"
 
     def close(self) -> None:
+        """Flush this process's producer (at most ``publish_timeout`` s); an inherited one is kept."""
+        self._inherit_producer()
         producer, self._producer = self._producer, None
-        if producer is not None and self._producer_pid == os.getpid():
+        if producer is not None:
             producer.flush(self.publish_timeout)
 
 
@@ -519,9 +672,17 @@ class KafkaConsumer(dramatiq.Consumer):
         self.offsets: dict[int, PartitionOffsets] = {}
         self.paused: set[int] = set()
         self._last_commit = 0.0
+        #: The commit sent and not answered yet (one at a time): its partitions' offsets, and when.
+        self._in_flight: list[tuple[PartitionOffsets, int]] | None = None
+        self._in_flight_since = 0.0
+        self._closed = False
         #: Set by worker threads' acks and nacks: room for the messages waiting in the buffer.
         self._acked = threading.Event()
-        config = {**broker.consumer_config, "group.id": broker.consumer_group(queue_name)}
+        config = {
+            **broker.consumer_config,
+            "group.id": broker.consumer_group(queue_name),
+            "on_commit": self._on_commit,
+        }
         self.consumer = Consumer(config)
         self.consumer.subscribe(
             [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -536,7 +697,9 @@ class KafkaConsumer(dramatiq.Consumer):
         logger.debug("Kafka assigned %s partitions %s.", self.topic, [tp.partition for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.commit(force=True)  # what is done, before another consumer starts from the commit
+        # What is done, before another consumer starts from the commit (unless a commit is in
+        # flight: then that one is what the next owner starts from, and it reads the rest again)
+        self.commit(force=True)
         self._forget(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -553,26 +716,99 @@ class KafkaConsumer(dramatiq.Consumer):
 
     # --- committing and flow control --------------------------------------------------------------
 
-    def commit(self, *, force: bool = False) -> None:
-        """Commit every partition's lowest unfinished offset that moved (at most every COMMIT_INTERVAL)."""
+    def commit(self, *, force: bool = False) -> bool:
+        """Send a commit of every partition's lowest unfinished offset that moved; True when one was sent.
+
+        At most every COMMIT_INTERVAL (unless ``force``), and never while another commit is in
+        flight: librdkafka may retry a request, and a retried older commit landing after a newer
+        one would move the group's offset back. Asynchronous: a commit never blocks (a synchronous
+        one waits without end while the group has no coordinator); :meth:`_on_commit` records
+        Kafka's answer, served by the consumer's polls. A commit unanswered for COMMIT_STALL
+        seconds no longer holds the next one back.
+        """
         now = time.monotonic()
+        if self._in_flight is not None:
+            if now - self._in_flight_since < COMMIT_STALL:
+                return False
+            logger.warning(
+                "A commit of %r got no answer in %g s: committing again.", self.topic, COMMIT_STALL
+            )
+            self._give_up_commit()
         if not force and now - self._last_commit < COMMIT_INTERVAL:
-            return
+            return False
         self._last_commit = now
         found = [(offsets, offsets.committable()) for offsets in self.offsets.values()]
         moved = [(offsets, offset) for offsets, offset in found if offset is not None]
         if not moved:
-            return
+            return False
+        for offsets, offset in moved:
+            offsets.requested(offset)
+        self._in_flight, self._in_flight_since = moved, now
         try:
             self.consumer.commit(
                 offsets=[TopicPartition(o.topic, o.partition, offset) for o, offset in moved],
-                asynchronous=False,
+                asynchronous=True,
             )
         except KafkaException as exc:  # tried again at the next commit
             logger.warning("Could not commit offsets of %r: %s", self.topic, exc)
+            self._give_up_commit()
+            return False
+        return True
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition] | None) -> None:
+        """librdkafka's answer to a commit (on the consumer's thread, inside a poll)."""
+        if error is not None:
+            logger.warning("Kafka did not commit offsets of %r: %s", self.topic, error)
+        answered = {
+            (tp.partition, tp.offset): error is None and tp.error is None
+            for tp in partitions or ()
+            if tp.topic == self.topic
+        }
+        in_flight = self._in_flight
+        if in_flight is None or (answered and answered.keys() != {(o.partition, n) for o, n in in_flight}):
+            # The late answer of a commit given up on (COMMIT_STALL): what it stored, it stored
+            for (partition, offset), stored in answered.items():
+                offsets = self.offsets.get(partition)
+                if stored and offsets is not None:
+                    offsets.committed(offset)
             return
-        for offsets, offset in moved:
-            offsets.committed(offset)
+        self._in_flight = None
+        for offsets, offset in in_flight:
+            if answered.get((offsets.partition, offset), False):
+                offsets.committed(offset)
+            else:
+                offsets.commit_failed(offset)
+
+    def _give_up_commit(self) -> None:
+        """Forget the commit in flight (refused by librdkafka, or unanswered for COMMIT_STALL s): its
+        offsets are offered again by the next commit."""
+        in_flight, self._in_flight = self._in_flight, None
+        for offsets, offset in in_flight or ():
+            offsets.commit_failed(offset)
+
+    def flush_commits(self, timeout: float) -> bool:
+        """Commit what is done and wait up to ``timeout`` s for Kafka's answers, polling the consumer.
+
+        Records fetched meanwhile are buffered as in ``__next__`` (handed out later, never skipped).
+        True when everything done is committed; False when Kafka did not answer in time (the
+        offsets not committed are read again by the partition's next owner: duplicates).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = self._in_flight is not None or self.commit(force=True)
+            if not waiting and all(o.committable() is None for o in self.offsets.values()):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                records = self.consumer.consume(
+                    num_messages=FETCH_BATCH, timeout=min(remaining, POLL_INTERVAL)
+                )
+            except KafkaException as exc:
+                raise ConnectionClosed(exc) from None
+            for record in records:
+                self._receive(record)
 
     def outstanding(self) -> int:
         """Messages handed out to Dramatiq and not done, on the partitions still assigned."""
@@ -686,11 +922,48 @@ class KafkaConsumer(dramatiq.Consumer):
         """Nothing to send: what is not done stays uncommitted, and the partition's next owner reads it."""
 
     def close(self) -> None:
+        """Commit what is done and leave the group, within about CLOSE_TIMEOUT s (then in the background)."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + CLOSE_TIMEOUT
         try:
-            self.commit(force=True)
+            if self.offsets:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    self.consumer.pause([TopicPartition(self.topic, p) for p in self.offsets])
+            if not self.flush_commits(CLOSE_TIMEOUT):
+                logger.warning(
+                    "Kafka did not answer the last commit of %r within %g s: the messages done since the "
+                    "last commit will be consumed again (duplicates, not losses).",
+                    self.topic,
+                    CLOSE_TIMEOUT,
+                )
+        except ConnectionClosed as exc:
+            logger.warning("Could not commit the offsets of %r before closing: %s", self.topic, exc)
         finally:
             self.buffer.clear()
-            try:
-                self.consumer.close()
-            except (KafkaException, RuntimeError) as exc:  # already closed, or the broker is gone
-                logger.debug("Closing the Kafka consumer of %r: %s", self.topic, exc)
+            self._leave(max(CLOSE_LEAVE_MIN, deadline - time.monotonic()))
+
+    def _leave(self, timeout: float) -> None:
+        """Close the confluent-kafka consumer (leave the group), waiting at most ``timeout`` s.
+
+        librdkafka's close waits for every commit still pending, without a bound of ours (a commit
+        waiting for a coordinator, up to ``session.timeout.ms``): past ``timeout`` it goes on in a
+        daemon thread, so that a worker's shutdown is not held up.
+        """
+        closer = threading.Thread(target=self._close_consumer, name=f"kafka-close-{self.topic}", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            logger.warning(
+                "The Kafka consumer of %r did not leave its group within %g s: it goes on closing in the "
+                "background (its partitions move to other consumers once Kafka's session timeout passes).",
+                self.topic,
+                timeout,
+            )
+
+    def _close_consumer(self) -> None:
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:  # already closed, or the broker is gone
+            logger.debug("Closing the Kafka consumer of %r: %s", self.topic, exc)

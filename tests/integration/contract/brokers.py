@@ -425,6 +425,7 @@ class Kafka(ContractBroker):
         return KafkaBroker(
             bootstrap_servers=self.url(),
             partitions=3,
+            replication_factor=1,  # tansu is one broker
             session_timeout_ms=6000,
             publish_timeout=10,
             middleware=[],
