@@ -396,10 +396,17 @@ class Sqs(BenchBroker):
         return int(found["Attributes"]["ApproximateNumberOfMessages"])
 
     def purge(self, queues: Iterable[str]) -> None:
+        sqs = self.sqs()
         for queue in queues:
             url = self._url(queue)
-            if url is not None:
-                self.sqs().purge_queue(QueueUrl=url)
+            if url is None:
+                continue
+            try:
+                sqs.purge_queue(QueueUrl=url)
+            except sqs.exceptions.PurgeQueueInProgress:
+                # SQS allows one purge a queue a minute: nobody consumes these queues, so they
+                # keep the messages until the next purge is allowed (the measurements read none)
+                pass
 
     def cleanup(self, queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
         sqs = self.sqs()
