@@ -679,7 +679,7 @@ class PubSubBroker(dramatiq.Broker):
             pubsub_message["ordering_key"] = ordering_key
         pause = 0.05
         try:
-            self.ensure(queue_name, timeout=timeout)
+            self.ensure(queue_name, timeout=self._left(deadline))
             request = {"topic": self.topic_path(queue_name), "messages": [pubsub_message]}
             while True:
                 try:
