@@ -329,18 +329,15 @@ def test_no_ordering_key_without_message_ordering(make_broker: Any) -> None:
     assert received.message.ordering_key == ""
 
 
-def test_the_emulator_keeps_subscriptions_that_never_expire_and_31_days_of_dead_letters(
-    make_broker: Any,
-) -> None:
+def test_the_emulator_keeps_subscriptions_that_never_expire(make_broker: Any) -> None:
     broker = make_broker()
 
     broker.ensure("q")
 
+    # (the emulator refuses more than 7 days' retention: the broker falls back to its default, below)
     for name in ("q", "q.DQ", "q.XQ"):
         found = broker.subscriber.get_subscription(subscription=broker.subscription_path(name))
         assert "expiration_policy" in found and "ttl" not in found.expiration_policy, name
-    dead_letters = broker.subscriber.get_subscription(subscription=broker.subscription_path("q.XQ"))
-    assert dead_letters.message_retention_duration.total_seconds() == 31 * 24 * 3600
 
 
 def test_with_create_false_a_topic_without_its_subscription_is_a_503_not_a_lost_message(
@@ -505,7 +502,7 @@ def fake_broker(fake: FakePubSub) -> Iterator[Any]:
         options.setdefault("middleware", [])
         options.setdefault("project_id", PROJECT_ID)
         options.setdefault("ack_deadline", 10)
-        broker = PubSubBroker(**options)
+        broker = PubSubBroker(namespace="fake", **options)
         broker.declare_queue("q")
         broker.leases._run = lambda: None  # type: ignore[method-assign]  # the tests call extend()
         made.append(broker)
@@ -768,11 +765,32 @@ def test_subscriptions_never_expire_and_dead_letters_are_kept_31_days(
     broker.ensure("q")
 
     made = {r.name.rsplit("/", 1)[1]: r for r in fake.requests("CreateSubscription")}
-    assert set(made) == {"q", "q.DQ", "q.XQ"}
+    assert set(made) == {"fake.q", "fake.q.DQ", "fake.q.XQ"}
     for subscription in made.values():
         # set, without a TTL: Pub/Sub's "never expires" (31 days without a pull otherwise)
         assert "expiration_policy" in subscription and "ttl" not in subscription.expiration_policy
-    assert made["q.XQ"].message_retention_duration.total_seconds() == 31 * 24 * 3600
+    assert made["fake.q.XQ"].message_retention_duration.total_seconds() == 31 * 24 * 3600
+
+
+def test_a_pubsub_that_refuses_31_days_of_retention_gets_the_dead_letters_with_its_default(
+    fake: FakePubSub, fake_broker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a Pub/Sub whose retention bound is still 7 days (as Google's emulator)
+    def seven_days_at_most(request: Any, context: grpc.ServicerContext) -> Any:
+        if request.message_retention_duration.total_seconds() > 7 * 24 * 3600:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message_retention_duration out of bounds")
+        return request
+
+    fake.answer("CreateSubscription", seven_days_at_most)
+    broker = fake_broker()
+
+    broker.ensure("q")
+
+    # Then the dead letters' subscription is made all the same, never expiring, and that is said
+    made = [r for r in fake.requests("CreateSubscription") if r.name.endswith(".XQ")]
+    assert [r.message_retention_duration.total_seconds() for r in made] == [31 * 24 * 3600, 0]
+    assert "expiration_policy" in made[-1]
+    assert "refused a retention of 31 days" in caplog.text
 
 
 def test_with_create_false_a_missing_subscription_fails_the_send(
@@ -815,10 +833,10 @@ def test_with_create_false_an_account_that_may_not_read_subscriptions_sends_with
 def test_project_ids_google_cloud_takes_domain_scoped_included(project_id: str) -> None:
     broker = PubSubBroker(project_id=project_id, middleware=[])
 
-    assert broker.topic_path("q") == f"projects/{project_id}/topics/q"
+    assert broker.topic_path("queue") == f"projects/{project_id}/topics/queue"
 
 
 @pytest.mark.parametrize("project_id", ["My-Project", "abc", "example.com:", ":my-project", "1project"])
 def test_project_ids_google_cloud_refuses(project_id: str) -> None:
     with pytest.raises(ValueError, match="project_id"):
-        PubSubBroker(project_id=project_id, middleware=[]).topic_path("q")
+        PubSubBroker(project_id=project_id, middleware=[]).topic_path("queue")

@@ -595,11 +595,27 @@ class PubSubBroker(dramatiq.Broker):
             self._cannot_create(topic)
         subscription = self.subscription_path(queue_name)
         try:
-            self.subscriber.create_subscription(
-                request={"name": subscription, "topic": topic, **options},
-                timeout=self._left(deadline),
-                retry=None,
-            )
+            try:
+                self.subscriber.create_subscription(
+                    request={"name": subscription, "topic": topic, **options},
+                    timeout=self._left(deadline),
+                    retry=None,
+                )
+            except google_exceptions.InvalidArgument:
+                if "message_retention_duration" not in options:
+                    raise
+                # A Pub/Sub whose bound is still 7 days (Google's emulator): its default, logged
+                options = {key: val for key, val in options.items() if key != "message_retention_duration"}
+                self.subscriber.create_subscription(
+                    request={"name": subscription, "topic": topic, **options},
+                    timeout=self._left(deadline),
+                    retry=None,
+                )
+                logger.warning(
+                    "Pub/Sub refused a retention of %d days for %r: made with its default (7 days).",
+                    DEAD_LETTER_RETENTION // 86400,
+                    subscription,
+                )
             logger.info("Created the Pub/Sub subscription %r.", subscription)
         except google_exceptions.AlreadyExists:
             pass
