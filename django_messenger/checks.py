@@ -1035,7 +1035,8 @@ def check_pubsub(
                 "Google Cloud project id.",
                 hint=(
                     "Set DRAMATIQ_BROKER['OPTIONS']['project_id'] to your project's id (6 to 30 lowercase "
-                    "letters, digits and hyphens, starting with a letter)."
+                    "letters, digits and hyphens, starting with a letter; or a legacy domain-scoped id, "
+                    "'example.com:my-project')."
                 ),
                 obj="DRAMATIQ_BROKER",
                 id="django_messenger.E019",

@@ -37,6 +37,12 @@ def test_a_project_id_and_messengers_publish_timeout_pass(pubsub: Any) -> None:
     assert check_pubsub() == []
 
 
+def test_a_legacy_domain_scoped_project_id_passes(pubsub: Any) -> None:
+    pubsub(project_id="example.com:my-project")
+
+    assert check_pubsub() == []
+
+
 def test_no_pubsub_check_on_other_brokers() -> None:
     assert check_pubsub() == []
 
