@@ -229,51 +229,27 @@ def main() -> None:
             variants.remove("celery")
             notes.append("celery skipped: celery is not installed (pip install -e '.[bench]').")
 
+    def rundramatiq(queue: str) -> list[str]:
+        return [PYTHON, "-m", "benchmarks.project.manage", "rundramatiq", *pt, "--queues", queue]
+
     def run(variant: str) -> Drain:
         n = args.messages
-        if variant == "messenger":
-            bench_broker.publish(messenger_queue, messenger_messages(n), n)
-            argv = [
-                PYTHON,
-                "-m",
-                "benchmarks.project.manage",
-                "rundramatiq",
-                *pt,
-                "--queues",
-                messenger_queue,
-            ]
-            worker, queue, ready = start("rundramatiq-messenger", argv, env), messenger_queue, dramatiq_ready
-        elif variant in PIECES:
-            piece = PIECES[variant]
-            bench_broker.publish(messenger_queue, messenger_messages(n, piece), n)
-            argv = [
-                PYTHON,
-                "-m",
-                "benchmarks.project.manage",
-                "rundramatiq",
-                *pt,
-                "--queues",
-                messenger_queue,
-            ]
-            worker, queue, ready = (
-                start(f"rundramatiq-{variant}", argv, pieces_env),
-                messenger_queue,
-                dramatiq_ready,
-            )
+        if variant == "messenger" or variant in PIECES:
+            bench_broker.publish(messenger_queue, messenger_messages(n, PIECES.get(variant, "")), n)
+            variant_env = env if variant == "messenger" else pieces_env
+            worker = start(f"rundramatiq-{variant}", rundramatiq(messenger_queue), variant_env)
+            queue, ready = messenger_queue, dramatiq_ready
         elif variant == "dramatiq":
             bench_broker.publish(plain_queue, raw_messages(plain_queue, n), n)
             argv = [str(BIN / "dramatiq"), "benchmarks.raw_actor", *pt, "--queues", plain_queue]
             worker = start("dramatiq-plain", argv, {**env, "BENCH_PLAIN_QUEUE": plain_queue})
             queue, ready = plain_queue, dramatiq_ready
-        elif variant == "actor":
+        elif variant in ("actor", "django-dramatiq"):
+            # The same plain actor under rundramatiq: in the same project (actor), or in the
+            # project without django_messenger (django-dramatiq)
             bench_broker.publish(raw_queue, raw_messages(raw_queue, n), n)
-            argv = [PYTHON, "-m", "benchmarks.project.manage", "rundramatiq", *pt, "--queues", raw_queue]
-            worker = start("rundramatiq-actor", argv, env)
-            queue, ready = raw_queue, dramatiq_ready
-        elif variant == "django-dramatiq":
-            bench_broker.publish(raw_queue, raw_messages(raw_queue, n), n)
-            argv = [PYTHON, "-m", "benchmarks.project.manage", "rundramatiq", *pt, "--queues", raw_queue]
-            worker = start("rundramatiq-plain", argv, {**env, "BENCH_MESSENGER": "0"})
+            variant_env = env if variant == "actor" else {**env, "BENCH_MESSENGER": "0"}
+            worker = start(f"rundramatiq-{variant}", rundramatiq(raw_queue), variant_env)
             queue, ready = raw_queue, dramatiq_ready
         elif variant == "celery":
             with celery_app.app.producer_or_acquire() as producer:

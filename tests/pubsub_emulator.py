@@ -8,18 +8,13 @@ topic of a run goes with it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from tests.moto import _free_port, _listening
+from tests.loopback import LoopbackServer
 
 #: The emulator the Google Cloud CLI installs (its ``pubsub-emulator`` component).
 EMULATOR = Path(
@@ -47,56 +42,20 @@ def require_emulator() -> None:
         pytest.skip(f"{missing}.")
 
 
-class PubSubEmulator:
+class PubSubEmulator(LoopbackServer):
     """``with PubSubEmulator() as emulator: emulator.host`` — an emulator while the block runs."""
 
-    def __init__(self, log_path: Path | None = None) -> None:
-        self.port = _free_port()
-        self.log_path = log_path
-        self.popen: subprocess.Popen[bytes] | None = None
+    label = "The Pub/Sub emulator"
+    poll_interval = 0.2
+    stop_timeout = 15.0
 
     @property
     def host(self) -> str:
         """What ``PUBSUB_EMULATOR_HOST`` takes."""
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> PubSubEmulator:
-        output = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.popen = subprocess.Popen(
-            [str(EMULATOR), "--host=127.0.0.1", f"--port={self.port}"],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "JAVA_OPTS": os.environ.get("MESSENGER_PUBSUB_JAVA_OPTS", "-Xmx256m")},
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while not _listening(self.port):
-            if self.popen.poll() is not None:
-                raise RuntimeError(
-                    f"The Pub/Sub emulator exited with {self.popen.returncode} before it listened."
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"The Pub/Sub emulator did not listen on {self.host} in {timeout}s.")
-            time.sleep(0.2)
-        return self
+    def command(self) -> list[str]:
+        return [str(EMULATOR), "--host=127.0.0.1", f"--port={self.port}"]
 
-    def stop(self) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
-
-    def __enter__(self) -> PubSubEmulator:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "JAVA_OPTS": os.environ.get("MESSENGER_PUBSUB_JAVA_OPTS", "-Xmx256m")}

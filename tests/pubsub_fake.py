@@ -20,7 +20,7 @@ import proto
 from google.protobuf import empty_pb2
 from google.pubsub_v1 import types
 
-from tests.moto import _free_port
+from tests.loopback import free_port
 
 #: A method's answer: called with the request and gRPC's context, returns the response (or aborts).
 Answer = Callable[[Any, grpc.ServicerContext], Any]
@@ -56,7 +56,7 @@ class FakePubSub:
     """``with FakePubSub() as fake: fake.host`` — a scripted server while the block runs."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.calls: list[tuple[str, Any, float]] = []  # (method, request, monotonic time received)
         self.answers: dict[str, Answer] = {}
         self._lock = threading.Lock()
