@@ -25,7 +25,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def listening(port: int) -> bool:
+def port_open(port: int) -> bool:
     """Whether something accepts TCP connections on 127.0.0.1:``port``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -71,7 +71,7 @@ class LoopbackServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        while not listening(self.port):
+        while not port_open(self.port):
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{self.label} exited with {self.popen.returncode} before it listened.")
             if time.monotonic() > deadline:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.loopback import LoopbackServer, free_port
-
-__all__ = ["TansuServer", "free_port", "tansu_binary"]
+from tests.loopback import LoopbackServer
+from tests.loopback import free_port as free_port  # re-exported: the Kafka tests import it from here
 
 
 def tansu_binary() -> Path | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# Re-exported: the integration tests import them from here
+from tests.loopback import free_port as free_port
+from tests.loopback import port_open as port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "Worker process is ready for action."
@@ -34,20 +37,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"Timed out after {timeout}s waiting for {what or predicate}.")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
