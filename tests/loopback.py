@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
+import pytest
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 just now."""
@@ -79,6 +81,17 @@ class LoopbackServer:
                 raise RuntimeError(f"{self.label} did not listen on 127.0.0.1:{self.port} in {timeout}s.")
             time.sleep(self.poll_interval)
         return self
+
+    def start_or_skip(self) -> Self:
+        """:meth:`start`, or skip the test when the server cannot start (fail it in CI, which must
+        have every server)."""
+        try:
+            return self.start()
+        except (OSError, RuntimeError) as exc:
+            reason = f"{self.label} did not start: {exc}"
+            if os.environ.get("CI"):
+                pytest.fail(reason)
+            pytest.skip(reason)
 
     def stop(self) -> None:
         """Stop the server's process group (SIGTERM, then SIGKILL); nothing if it is not running."""

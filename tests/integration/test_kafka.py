@@ -35,13 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def tansu() -> Iterator[TansuServer]:
-    server = TansuServer()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"tansu did not start: {exc}")
-        pytest.skip(f"tansu did not start: {exc}")
+    server = TansuServer().start_or_skip()
     yield server
     server.stop()
 
@@ -298,12 +292,7 @@ def tansu_behind_a_proxy() -> Iterator[tuple[TansuServer, FaultProxy]]:
     server = TansuServer()
     with FaultProxy(upstream=("127.0.0.1", server.port)) as proxy:
         server.advertised_port = proxy.port
-        try:
-            server.start()
-        except RuntimeError as exc:
-            if os.environ.get("CI"):
-                pytest.fail(f"tansu did not start: {exc}")
-            pytest.skip(f"tansu did not start: {exc}")
+        server.start_or_skip()
         try:
             yield server, proxy
         finally:

