@@ -19,13 +19,17 @@ class MessengerConfig(AppConfig):
 
         from . import checks  # noqa: F401  (registers the system checks)
         from .brokers.guard import guard_consumers
+        from .dramatiq_encoder import check_fields_when_decoding
         from .outbox import install
         from .transports.dramatiq.binding import binding
 
         # django-dramatiq built the broker in its AppConfig.__init__, before any ready().
         broker = dramatiq.get_broker()
         add_middleware(broker)
-        guard_consumers(broker)  # a forged message is dead-lettered, not the end of a worker thread
+        # A forged message is dead-lettered, not the end of a worker thread: its fields are
+        # checked while decoding (any encoder), its queue by each consumer
+        check_fields_when_decoding()
+        guard_consumers(broker)
         install()  # transports with "outbox": True write to the outbox table
         binding.bind(broker)
         autodiscover_modules("handlers")

@@ -15,11 +15,12 @@ System check ``django_messenger.W005`` warns when a project does not.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from dramatiq import get_encoder
-from dramatiq.encoder import JSONEncoder, MessageData
+from dramatiq import get_encoder, set_encoder
+from dramatiq.encoder import Encoder, JSONEncoder, MessageData
 from dramatiq.errors import DecodeError
 
 from .conf import messenger_settings
@@ -45,13 +46,61 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 def wrong_field(fields: Mapping[str, Any]) -> str | None:
     """The first of ``fields`` (a Dramatiq message's) whose type Dramatiq's worker would trip on
     (an error that ends a worker thread, or restarts a consumer on the same message forever), or
-    None. A field that is missing is Dramatiq's to refuse."""
+    None. A field that is missing is Dramatiq's to refuse. An ``eta`` option must be a finite
+    number (JSON's ``Infinity`` would hold the message in a worker's delay queue forever)."""
     for name, kinds in FIELD_TYPES.items():
         if name in fields:
             value = fields[name]
             if isinstance(value, bool) or not isinstance(value, kinds):
                 return name
+    options = fields.get("options")
+    if isinstance(options, dict) and options.get("eta") is not None:
+        eta = options["eta"]
+        if isinstance(eta, bool) or not isinstance(eta, int | float) or not math.isfinite(eta):
+            return "options.eta"
     return None
+
+
+def checked_fields(decoded: Any, data: bytes) -> Any:
+    """``decoded``, unless it is a Dramatiq message (an object of the message's fields only, a
+    queue and an actor name among them) with a field of another type than the worker takes it to
+    have: then a ``DecodeError``, which every broker's consumer dead-letters as it does bytes that
+    are not JSON (a forged message must not end a worker thread). Anything else is Dramatiq's to
+    refuse, or not a message at all (a result backend decodes results with the encoder too)."""
+    if (
+        isinstance(decoded, dict)
+        and "queue_name" in decoded
+        and "actor_name" in decoded
+        and decoded.keys() <= FIELD_TYPES.keys()
+    ):
+        problem = wrong_field(decoded)
+        if problem is not None:
+            raise DecodeError(
+                f"The message's {problem!r} is not of the type a Dramatiq message has.", data[:64], None
+            )
+    return decoded
+
+
+class FieldCheckingEncoder(Encoder):
+    """A project's own Dramatiq encoder, with :func:`checked_fields` after its ``decode``: what the
+    app puts in place of an encoder that is not a :class:`BoundedJSONEncoder` (which checks the
+    fields itself), so that a forged message is refused on every project."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+
+    def encode(self, data: MessageData) -> bytes:
+        return self.encoder.encode(data)
+
+    def decode(self, data: bytes) -> MessageData:
+        return checked_fields(self.encoder.decode(data), data)  # type: ignore[no-any-return]
+
+
+def check_fields_when_decoding() -> None:
+    """Make Dramatiq's global encoder check a message's fields while decoding (once)."""
+    encoder = get_encoder()
+    if not isinstance(encoder, BoundedJSONEncoder | FieldCheckingEncoder):
+        set_encoder(FieldCheckingEncoder(encoder))
 
 
 def max_body_size() -> int:
@@ -83,7 +132,7 @@ class BoundedJSONEncoder(JSONEncoder):
         limit = messenger_settings.MAX_MESSAGE_SIZE
         size = len(data)
         if not limit or size <= limit:  # the common case: one settings read, one comparison
-            return self._checked(super().decode(data), data)  # type: ignore[no-any-return]
+            return checked_fields(super().decode(data), data)  # type: ignore[no-any-return]
         bound = 2 * limit + OPTIONS_ALLOWANCE  # max_body_size()
         if size > bound:
             raise DecodeError(
@@ -92,27 +141,12 @@ class BoundedJSONEncoder(JSONEncoder):
                 data[:64],
                 None,
             )
-        decoded = self._checked(super().decode(data), data)
+        decoded = checked_fields(super().decode(data), data)
         if isinstance(decoded, dict):
             options = decoded.get("options")
             if isinstance(options, dict):
                 options[BODY_SIZE] = size
         return decoded  # type: ignore[no-any-return]
-
-    @staticmethod
-    def _checked(decoded: Any, data: bytes) -> Any:
-        """``decoded``, unless it is a Dramatiq message (an object with a queue and an actor name)
-        with a field of another type than the worker takes it to have: then a ``DecodeError``,
-        which every broker's consumer dead-letters as it does bytes that are not JSON (a forged
-        message must not end a worker thread). Anything else is Dramatiq's to refuse, or not a
-        message at all (a result backend decodes results with this encoder too)."""
-        if isinstance(decoded, dict) and "queue_name" in decoded and "actor_name" in decoded:
-            problem = wrong_field(decoded)
-            if problem is not None:
-                raise DecodeError(
-                    f"The message's {problem!r} is not of the type a Dramatiq message has.", data[:64], None
-                )
-        return decoded
 
 
 def body_bounds_envelope(encoder: Any) -> bool:
@@ -122,7 +156,10 @@ def body_bounds_envelope(encoder: Any) -> bool:
     True for Dramatiq's ``JSONEncoder`` and its subclasses that keep its ``encode`` (such as
     :class:`BoundedJSONEncoder`): compact, ASCII-escaped JSON, the envelope written inside the
     message the same way. Then a body of at most ``MAX_MESSAGE_SIZE`` bytes needs no measuring.
+    A :class:`FieldCheckingEncoder` writes what the encoder it wraps writes.
     """
+    if isinstance(encoder, FieldCheckingEncoder):
+        encoder = encoder.encoder
     return isinstance(encoder, JSONEncoder) and type(encoder).encode is JSONEncoder.encode
 
 

@@ -10,10 +10,16 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq import Message
+from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import DecodeError
 
 from django_messenger.brokers.guard import GUARDED, GuardedConsumer, guard_consumers, malformed
-from django_messenger.dramatiq_encoder import BoundedJSONEncoder
+from django_messenger.dramatiq_encoder import (
+    BoundedJSONEncoder,
+    FieldCheckingEncoder,
+    body_bounds_envelope,
+    check_fields_when_decoding,
+)
 from django_messenger.encoding import encode_envelope
 from django_messenger.envelope import Envelope
 from django_messenger.locator import locator
@@ -127,3 +133,42 @@ def test_forged_messages_are_dead_lettered_and_the_worker_goes_on(broker: Any, r
     # Then the good message was handled, and the forged ones are dead letters (none was run)
     assert [envelope.message.text for envelope in received] == ["after the forged ones"]
     assert len(broker.dead_letters_by_queue[queue]) == len(forged)
+
+
+def test_an_eta_that_is_not_a_finite_number_is_refused_while_decoding() -> None:
+    # JSON's Infinity would hold the message in a worker's delay queue forever
+    encoder = BoundedJSONEncoder()
+    good = {"queue_name": "q.DQ", "actor_name": "a", "args": [], "kwargs": {}, "options": {}}
+    for eta in ("Infinity", "NaN", '"soon"'):
+        with pytest.raises(DecodeError, match="options.eta"):
+            encoder.decode(json.dumps(good).replace('"options": {}', f'"options": {{"eta": {eta}}}').encode())
+    assert encoder.decode(json.dumps(good | {"options": {"eta": 1796019786000}}).encode())["options"]["eta"]
+    assert encoder.decode(json.dumps(good | {"options": {"eta": None}}).encode())
+
+
+def test_a_result_with_other_keys_is_not_taken_for_a_message() -> None:
+    # A result backend decodes a handler's result with the project's encoder
+    result = {"queue_name": "q", "actor_name": "a", "message_timestamp": "today", "score": 3}
+    assert BoundedJSONEncoder().decode(json.dumps(result).encode()) == result
+
+
+def test_the_app_makes_any_encoder_check_the_fields_while_decoding() -> None:
+    # Given a project on Dramatiq's own encoder (no BoundedJSONEncoder: warning W005)
+    before = dramatiq.get_encoder()
+    dramatiq.set_encoder(JSONEncoder())
+    try:
+        # When the app is ready (its step, run again here)
+        check_fields_when_decoding()
+        check_fields_when_decoding()  # once: no wrapper around a wrapper
+        encoder = dramatiq.get_encoder()
+
+        # Then the encoder writes what Dramatiq's writes, and refuses a forged field while decoding
+        assert isinstance(encoder, FieldCheckingEncoder) and type(encoder.encoder) is JSONEncoder
+        assert body_bounds_envelope(encoder)
+        message = Message(queue_name="q", actor_name="a", args=(1,), kwargs={}, options={})
+        assert encoder.encode(message.asdict()) == JSONEncoder().encode(message.asdict())
+        assert Message.decode(message.encode()) == message
+        with pytest.raises(DecodeError):
+            Message.decode(json.dumps(message.asdict() | {"options": 5}).encode())
+    finally:
+        dramatiq.set_encoder(before)

@@ -24,7 +24,7 @@ from dramatiq import get_encoder
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.errors import ConnectionClosed
 
-from ..dramatiq_encoder import FIELD_TYPES, BoundedJSONEncoder, wrong_field
+from ..dramatiq_encoder import FIELD_TYPES, BoundedJSONEncoder, FieldCheckingEncoder, wrong_field
 
 logger = logging.getLogger("django_messenger")
 
@@ -35,9 +35,10 @@ GUARDED = "messenger_guarded_consumers"
 def malformed(message: Any, queue_name: str, *, fields_checked: bool = False) -> str | None:
     """Why Dramatiq's worker cannot process ``message`` received on ``queue_name``, or None.
 
-    With ``BoundedJSONEncoder`` (check W005) a field of the wrong type is refused while decoding
-    already, where every broker dead-letters the body as it came; this looks again for projects
-    with another encoder, and for the one thing decoding cannot know: the queue.
+    The project's encoder refuses a field of the wrong type while decoding already (the app makes
+    every encoder do so), where every broker dead-letters the body as it came; this looks again
+    only for an encoder set after the app was ready, and for the one thing decoding cannot know:
+    the queue.
     """
     if message.queue_name != queue_name:
         return f"it names the queue {message.queue_name!r}"
@@ -55,8 +56,9 @@ class GuardedConsumer(Consumer):
     def __init__(self, consumer: Consumer, queue_name: str) -> None:
         self.consumer = consumer
         self.queue_name = queue_name
-        #: The project's encoder refuses fields of the wrong type itself: only the queue is left.
-        self.fields_checked = isinstance(get_encoder(), BoundedJSONEncoder)
+        #: The project's encoder refuses fields of the wrong type itself (the app makes it so, see
+        #: dramatiq_encoder.check_fields_when_decoding): only the queue is left.
+        self.fields_checked = isinstance(get_encoder(), BoundedJSONEncoder | FieldCheckingEncoder)
 
     def __iter__(self) -> GuardedConsumer:
         return self
