@@ -42,7 +42,7 @@ def malformed(message: Any, queue_name: str, *, fields_checked: bool = False) ->
     """
     if message.queue_name != queue_name:
         return f"it names the queue {message.queue_name!r}"
-    if fields_checked:  # by BoundedJSONEncoder, while decoding
+    if fields_checked:  # by the project's encoder, while decoding
         return None
     problem = wrong_field({name: getattr(message, name) for name in FIELD_TYPES})
     if problem is not None:
